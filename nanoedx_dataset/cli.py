@@ -1,0 +1,104 @@
+"""The ``nanoedx`` command line: a thin layer over the Python functions.
+
+Each subcommand parses its arguments and calls one public function. Errors a user can cause are
+printed as one clear line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__, figures, generator as gen, report
+from .config import PRESETS, parse_angles
+from .errors import NanoEDXError
+
+
+def _angles(text: str):
+    try:
+        return parse_angles(text)
+    except NanoEDXError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate a simulated database (HDF5)")
+    p.add_argument("--preset", default="mini",
+                   help=f"starting config: {', '.join(PRESETS)} (default mini)")
+    p.add_argument("--n", type=int, help="number of samples")
+    p.add_argument("--size", type=int, help="voxels per axis (>= 16)")
+    p.add_argument("--counts", type=float, help="signal counts per map on average (> 0)")
+    p.add_argument("--background", type=float, help="background counts per map (>= 0)")
+    p.add_argument("--angles", type=_angles,
+                   help="tilt angles in degrees: --angles=START:STOP:STEP or --angles=a,b,c "
+                        "(default -75:75:10; write the = when the value starts with -)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--backend", help="voxelization backend (default analytic)")
+    p.add_argument("--dataset-version", help="semantic version of the database")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.set_defaults(func=lambda a: print(gen.generate(
+        a.out, a.preset, n=a.n, size=a.size, counts=a.counts, background=a.background,
+        angles=a.angles, seed=a.seed, backend=a.backend, dataset_version=a.dataset_version,
+        workers=a.workers, overwrite=a.overwrite, resume=a.resume)))
+
+
+def _add_renoise(sub) -> None:
+    p = sub.add_parser("renoise", help="add a noise level to a database")
+    p.add_argument("file")
+    p.add_argument("--counts", type=float, required=True, help="signal counts per map (> 0)")
+    p.add_argument("--background", type=float, required=True, help="background counts per map")
+    p.add_argument("--seed", type=int, help="noise seed (default: derived from the file's seed)")
+    p.add_argument("--overwrite", action="store_true", help="replace the level if present")
+    p.set_defaults(func=lambda a: print(gen.renoise(
+        a.file, a.counts, a.background, seed=a.seed, overwrite=a.overwrite)))
+
+
+def _print_info(summary: dict) -> None:
+    cfg = summary.pop("config")
+    for key, value in summary.items():
+        print(f"{key:18s} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    print(f"{'config':18s} {json.dumps(cfg)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="nanoedx", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nanoedx {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate(sub)
+    _add_renoise(sub)
+    p = sub.add_parser("info", help="summarize a database")
+    p.add_argument("file")
+    p.set_defaults(func=lambda a: _print_info(report.info(a.file)))
+    p = sub.add_parser("verify", help="check a database's schema and consistency")
+    p.add_argument("file")
+    p.set_defaults(func=lambda a: (report.verify(a.file), print(f"{a.file}: OK")))
+    p = sub.add_parser("preview", help="draw slices, projections and noisy maps to a PNG")
+    p.add_argument("file")
+    p.add_argument("-o", "--out", required=True, help="PNG file to write")
+    p.add_argument("--samples", type=lambda s: [int(v) for v in s.split(",")],
+                   help="sample indices, e.g. 0,5,9")
+    p.add_argument("--noise", help="noise level tag, e.g. c1000_b100")
+    p.set_defaults(func=lambda a: print(figures.preview(a.file, a.out, a.samples, a.noise)))
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        args.func(args)
+    except NanoEDXError as err:
+        print(f"nanoedx {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nanoedx {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

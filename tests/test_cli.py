@@ -1,0 +1,57 @@
+import subprocess
+import sys
+
+import pytest
+
+from nanoedx_dataset.cli import main
+
+
+def test_generate_info_verify_renoise_preview(tmp_path, capsys):
+    out = tmp_path / "db.h5"
+    assert main(["generate", "--n", "4", "--size", "24", "--angles=-60:60:30",
+                 "--seed", "3", "--out", str(out)]) == 0
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "samples            4" in shown and "[-60.0, -30.0, 0.0, 30.0, 60.0]" in shown
+    assert main(["renoise", str(out), "--counts", "300", "--background", "30"]) == 0
+    assert main(["verify", str(out)]) == 0
+    assert "OK" in capsys.readouterr().out
+    png = tmp_path / "fig.png"
+    assert main(["preview", str(out), "-o", str(png), "--noise", "c300_b30"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--size", "8"], "size must be at least 16"),
+    (["--counts", "0"], "counts must be a positive"),
+    (["--background", "-2"], "background must be >= 0"),
+])
+def test_bad_generate_options_exit_nonzero_with_no_file(tmp_path, capsys, args, match):
+    out = tmp_path / "x.h5"
+    assert main(["generate", "--n", "2", "--size", "16", *args, "--out", str(out)]) == 2
+    assert match in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_angles_exit_nonzero(tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["generate", "--angles=-100:100:10", "--out", str(tmp_path / "x.h5")])
+    assert err.value.code == 2
+    assert "strictly between -90 and 90" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_database_exits_nonzero(tmp_path, capsys):
+    bogus = tmp_path / "bogus.h5"
+    bogus.write_text("nope")
+    for cmd in (["info", str(bogus)], ["verify", str(bogus)],
+                ["renoise", str(bogus), "--counts", "10", "--background", "1"]):
+        assert main(cmd) == 2
+        assert "not an HDF5 file" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    done = subprocess.run([sys.executable, "-m", "nanoedx_dataset.cli", "--version"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("nanoedx ")

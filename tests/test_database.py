@@ -1,0 +1,209 @@
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+from nanoedx_dataset import (ConfigError, DatasetNotFoundError, OutputExistsError, ParticleSpec,
+                             SchemaError, generate, info, renoise, verify, voxelize)
+from nanoedx_dataset import generator, schema
+
+from conftest import TINY
+
+
+def test_xarray_shows_the_named_dimensions(tiny_db):
+    ds = xr.open_dataset(tiny_db, engine="h5netcdf")
+    assert ds["volume"].dims == ("sample", "element", "z", "y", "x")
+    assert ds["projection"].dims == ("sample", "element", "angle", "row", "col")
+    assert ds.sizes["sample"] == 12 and ds.sizes["z"] == 32 and ds.sizes["angle"] == 16
+    vol = ds["volume"].values
+    assert vol.dtype == np.float32 and vol.min() == 0 and vol.max() == pytest.approx(1.0)
+    assert list(ds["element"].values) == ["A", "B"]
+    np.testing.assert_allclose(ds["angle"].values, np.arange(-75, 76, 10))
+    assert set(ds["family"].values) >= {"sphere", "cube", "capped_rod"}
+    assert ds.attrs["format_name"] == "nanoedx" and ds.attrs["complete"] == 1
+    noisy = xr.open_dataset(tiny_db, engine="h5netcdf", group="noisy/c1000_b100")
+    assert noisy["counts"].dtype == np.uint16
+    assert noisy["counts"].dims == ds["projection"].dims
+    assert noisy.attrs["counts"] == 1000 and noisy.attrs["background"] == 100
+
+
+def test_verify_and_info_on_a_fresh_database(tiny_db):
+    summary = verify(tiny_db)
+    assert summary["samples"] == 12 and summary["size"] == 32
+    assert sum(summary["family"].values()) == 12 and len(summary["family"]) == 12
+    assert summary["split"] == {"train": 8, "val": 2, "test": 2}
+    assert list(summary["noise_levels"]) == ["c1000_b100"]
+    assert summary["config"]["seed"] == TINY["seed"]
+
+
+def test_splits_are_70_15_15_and_fixed_by_the_seed():
+    s = generator.splits(1000, 0)
+    assert [int((s == k).sum()) for k in schema.SPLITS] == [700, 150, 150]
+    np.testing.assert_array_equal(s, generator.splits(1000, 0))
+    assert not np.array_equal(s, generator.splits(1000, 1))
+
+
+def test_stored_spec_rebuilds_the_stored_volume(tiny_db):
+    with h5py.File(tiny_db) as f:
+        for i in (0, 5, 11):
+            spec = ParticleSpec.from_json(f["params"][i].decode())
+            rebuilt = np.rint(voxelize(spec, 32) * 255).astype(np.uint8)
+            np.testing.assert_array_equal(rebuilt, f["volume"][i])
+
+
+def _arrays(path):
+    with h5py.File(path) as f:
+        return {k: f[k][:] for k in ("volume", "projection", "noisy/c1000_b100/counts", "params")}
+
+
+def test_same_seed_gives_bit_identical_arrays_with_any_workers(tmp_path, tiny_db):
+    again = generate(tmp_path / "again.h5", None, workers=2, progress=False, **TINY)
+    a, b = _arrays(tiny_db), _arrays(again)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    other = _arrays(generate(tmp_path / "other.h5", None, n=2, size=32, seed=8, progress=False))
+    assert not np.array_equal(other["volume"], a["volume"][:2])
+
+
+def test_interrupted_run_leaves_no_complete_file_and_resume_finishes_it(tmp_path, monkeypatch,
+                                                                       tiny_db):
+    out = tmp_path / "cut.h5"
+    real = generator.make_sample
+
+    def dies_at_5(cfg, index):
+        if index == 5:
+            raise KeyboardInterrupt
+        return real(cfg, index)
+
+    monkeypatch.setattr(generator, "make_sample", dies_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, None, progress=False, **TINY)
+    partial = tmp_path / "cut.h5.partial"
+    assert not out.exists() and partial.exists()
+    with pytest.raises(SchemaError, match="unfinished"):
+        verify(partial)
+    with pytest.raises(OutputExistsError, match="--resume"):
+        generate(out, None, progress=False, **TINY)
+    with pytest.raises(ConfigError, match="another config"):
+        generate(out, None, progress=False, resume=True, **{**TINY, "seed": 99})
+
+    monkeypatch.setattr(generator, "make_sample", real)
+    done = []
+    monkeypatch.setattr(generator, "make_sample", lambda c, i: done.append(i) or real(c, i))
+    generate(out, None, progress=False, resume=True, **TINY)
+    assert done == list(range(5, 12))  # only the missing samples were computed
+    assert not partial.exists()
+    a, b = _arrays(tiny_db), _arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    verify(out)
+
+
+def test_renoise_adds_a_level_and_touches_nothing_else(tmp_path, tiny_db):
+    path = tmp_path / "renoise.h5"
+    path.write_bytes(tiny_db.read_bytes())
+    before = _arrays(path)
+    tag = renoise(path, 100, 10, progress=False)
+    assert tag == "c100_b10"
+    after = _arrays(path)
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+    ds = xr.open_dataset(path, engine="h5netcdf", group="noisy/c100_b10")
+    totals = ds["counts"].values.astype(float).sum(axis=(-2, -1))
+    with h5py.File(path) as f:
+        present = f["projection"][:].sum(axis=(-2, -1)) > 0
+    assert totals[present].mean() == pytest.approx(110, rel=0.05)
+    assert totals[~present].mean() == pytest.approx(10, rel=0.2)
+    assert set(info(path)["noise_levels"]) == {"c1000_b100", "c100_b10"}
+    with pytest.raises(OutputExistsError, match="already has noise level c100_b10"):
+        renoise(path, 100, 10, progress=False)
+    again = tmp_path / "again.h5"
+    again.write_bytes(tiny_db.read_bytes())
+    renoise(again, 100, 10, progress=False)
+    np.testing.assert_array_equal(ds["counts"].values,
+                                  xr.open_dataset(again, engine="h5netcdf",
+                                                  group="noisy/c100_b10")["counts"].values)
+    verify(path)
+
+
+def test_renoise_refuses_bad_levels_without_touching_the_file(tmp_path, tiny_db):
+    path = tmp_path / "r.h5"
+    path.write_bytes(tiny_db.read_bytes())
+    with pytest.raises(ConfigError, match="counts must be a positive"):
+        renoise(path, 0, 10)
+    with pytest.raises(ConfigError, match="background must be >= 0"):
+        renoise(path, 100, -1)
+    assert path.read_bytes() == tiny_db.read_bytes()
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(size=8), ConfigError, "size must be at least 16"),
+    (dict(counts=0), ConfigError, "counts must be a positive"),
+    (dict(background=-1), ConfigError, "background must be >= 0"),
+    (dict(angles=[0, 95]), ConfigError, "strictly between -90 and 90"),
+    (dict(n=0), ConfigError, "n must be at least 1"),
+    (dict(backend="povray"), ConfigError, "unknown backend 'povray'.*analytic"),
+])
+def test_bad_generation_options_leave_no_file(tmp_path, kwargs, error, match):
+    out = tmp_path / "bad.h5"
+    with pytest.raises(error, match=match):
+        generate(out, "mini", progress=False, **{"n": 2, "size": 16, **kwargs})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_preset_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*mini, standard, paper"):
+        generate(tmp_path / "x.h5", "huge")
+
+
+def test_existing_output_needs_overwrite(tmp_path, tiny_db):
+    out = tmp_path / "x.h5"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        generate(out, None, n=1, size=16, progress=False)
+    assert out.read_bytes() == b"keep me"
+    generate(out, None, n=1, size=16, progress=False, overwrite=True)
+    verify(out)
+
+
+def test_files_that_are_not_databases_are_refused(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    with pytest.raises(SchemaError, match="not an HDF5 file"):
+        info(text)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["data"] = np.zeros(3)
+    for fn in (info, verify):
+        with pytest.raises(SchemaError, match="not a nanoedx database"):
+            fn(other)
+    with pytest.raises(SchemaError, match="not a nanoedx database"):
+        renoise(other, 100, 10)
+    with pytest.raises(DatasetNotFoundError, match="no database file"):
+        info(tmp_path / "missing.h5")
+
+
+def test_verify_names_what_is_wrong(tmp_path, tiny_db):
+    path = tmp_path / "broken.h5"
+    path.write_bytes(tiny_db.read_bytes())
+    with h5py.File(path, "r+") as f:
+        f["projection"][3, 0, 2] *= 1.5
+        f["family"][1] = "blob"
+    with pytest.raises(SchemaError) as err:
+        verify(path)
+    assert "sample 3: a projection's sum differs" in str(err.value)
+    assert "family holds unknown values ['blob']" in str(err.value)
+
+
+def test_field_table_lists_every_variable():
+    table = schema.field_table()
+    for name in ("volume", "projection", "angle", "element", "family", "kind", "split",
+                 "params", "noisy/c{C}_b{B}/counts"):
+        assert f"`{name}`" in table
+
+
+def test_dataset_card_holds_the_schema_table():
+    from pathlib import Path
+
+    card = (Path(__file__).parents[1] / "DATASET_CARD.md").read_text()
+    assert schema.field_table() in card
