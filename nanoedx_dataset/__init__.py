@@ -4,7 +4,7 @@ Make, store and read the database of Skorikov et al., Nanoscale 2021: randomized
 shapes, their voxel volumes, parallel-beam tilt series and Poisson-noised EDX maps.
 
 Public entry points: :func:`generate`, :func:`renoise`, :func:`verify`, :func:`info`,
-:func:`preview`, plus the building blocks :func:`draw_spec`, :func:`voxelize`, :func:`project`
+:func:`preview`, :func:`load_dataset`, :func:`publish`, plus the building blocks :func:`draw_spec`, :func:`voxelize`, :func:`project`
 and :func:`add_noise`.
 """
 
@@ -23,6 +23,8 @@ from .generator import generate, renoise  # noqa: E402
 from .report import info, verify  # noqa: E402
 from .noise import add_noise, downsample_counts, expected_signal  # noqa: E402
 from .figures import preview  # noqa: E402
+from .load import load_dataset  # noqa: E402
+from .release import publish  # noqa: E402
 from .project import project  # noqa: E402
 from .specs import ParticleSpec, draw_spec  # noqa: E402
 from .voxelize import voxelize  # noqa: E402
@@ -30,6 +32,6 @@ from .voxelize import voxelize  # noqa: E402
 __all__ = [
     "ConfigError", "DatasetNotFoundError", "MissingExtraError", "NanoEDXError",
     "OutputExistsError", "ParticleSpec", "SchemaError", "__version__", "add_noise",
-    "downsample_counts", "draw_spec", "expected_signal", "generate", "info", "preview",
-    "project", "renoise", "verify", "voxelize",
+    "downsample_counts", "draw_spec", "expected_signal", "generate", "info", "load_dataset",
+    "preview", "project", "publish", "renoise", "verify", "voxelize",
 ]

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from . import schema
+from .errors import ConfigError
 
 FIELDS_BLOCK = "fields"
 
@@ -14,7 +15,8 @@ def replace_block(text: str, name: str, body: str) -> str:
     """Replace what stands between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
-        raise ValueError(f"the card has no <!-- {name}:start --> ... <!-- {name}:end --> block")
+        raise ConfigError(f"the card has no <!-- {name}:start --> ... <!-- {name}:end --> "
+                          "block; add those two lines where the table belongs")
     return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 

@@ -10,8 +10,9 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
-from . import __version__, figures, generator as gen, report
+from . import __version__, figures, generator as gen, release, report
 from .config import PRESETS, parse_angles
 from .errors import NanoEDXError
 
@@ -58,6 +59,23 @@ def _add_renoise(sub) -> None:
         a.file, a.counts, a.background, seed=a.seed, overwrite=a.overwrite)))
 
 
+def _add_publish(sub) -> None:
+    p = sub.add_parser("publish", help="make a release of generated files (registry, card, "
+                       "Zenodo metadata; --upload deposits on Zenodo)")
+    p.add_argument("directory", help="folder with the release's .h5 files")
+    p.add_argument("--version", required=True, help="semantic version X.Y.Z")
+    p.add_argument("--name", help="release name (default: the matching preset)")
+    p.add_argument("--registry", help="registry JSON to update (default: the package's)")
+    p.add_argument("--card", default="DATASET_CARD.md" if Path("DATASET_CARD.md").exists()
+                   else None, help="dataset card whose versions table to fill")
+    p.add_argument("--embed", action="store_true", help="ship the files inside the package")
+    p.add_argument("--upload", action="store_true", help="deposit on Zenodo ($ZENODO_TOKEN)")
+    p.add_argument("--sandbox", action="store_true", help="use sandbox.zenodo.org")
+    p.set_defaults(func=lambda a: print(json.dumps(release.publish(
+        a.directory, a.version, name=a.name, registry=a.registry, card_path=a.card,
+        embed=a.embed, upload=a.upload, sandbox=a.sandbox), indent=2)))
+
+
 def _print_info(summary: dict) -> None:
     cfg = summary.pop("config")
     for key, value in summary.items():
@@ -73,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_renoise(sub)
+    _add_publish(sub)
     p = sub.add_parser("info", help="summarize a database")
     p.add_argument("file")
     p.set_defaults(func=lambda a: _print_info(report.info(a.file)))

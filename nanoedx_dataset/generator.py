@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import __version__, schema
@@ -77,7 +79,12 @@ def make_sample(cfg: GenerationConfig, index: int) -> Sample:
     volume = np.rint(occ / schema.VOLUME_SCALE).astype(np.uint8)
     t1 = time.perf_counter()
     # Project the stored (quantized) occupancy, so projections and volume agree exactly.
-    proj = project(volume.astype(np.float32) * np.float32(schema.VOLUME_SCALE), cfg.angles)
+    # An absent element (the core of a solid particle) projects to zeros: skip it.
+    proj = np.zeros((len(ELEMENTS), len(cfg.angles), cfg.size, cfg.size), np.float32)
+    present = np.flatnonzero(volume.any(axis=(1, 2, 3)))
+    if present.size:
+        occ_q = volume[present].astype(np.float32) * np.float32(schema.VOLUME_SCALE)
+        proj[present] = project(occ_q, cfg.angles)
     t2 = time.perf_counter()
     rng = noise_rng(noise_seed(cfg.seed, cfg.counts, cfg.background), index)
     noisy = add_noise(proj, cfg.counts, cfg.background, rng)
@@ -86,14 +93,39 @@ def make_sample(cfg: GenerationConfig, index: int) -> Sample:
                   {"voxelize": t1 - t0, "project": t2 - t1, "noise": t3 - t2})
 
 
+def write_sample(f: h5py.File, counts_ds: h5py.Dataset, s: Sample) -> None:
+    """Write one sample's arrays and catalogue row, then mark it written (flushed)."""
+    i = s.index
+    f["volume"][i] = s.volume
+    f["projection"][i] = s.projection
+    counts_ds[i] = s.noisy
+    f["family"][i], f["kind"][i], f["params"][i] = s.family, s.kind, s.spec_json
+    f["written"][i] = 1
+    f.flush()
+
+
+def _one_blas_thread() -> None:
+    # The small matrix products of the voxelizer gain nothing from BLAS threads, whose spinning
+    # takes the cores the other workers need.
+    threadpool_limits(1)
+
+
 def _map(fn, args: list, workers: int):
-    """Ordered results of ``fn(cfg, i)`` over ``args``, in a process pool if ``workers > 1``."""
+    """Ordered results of ``fn(*a)`` for ``a`` in ``args``, in a process pool if ``workers > 1``."""
     if workers <= 1:
-        for a in args:
-            yield fn(*a)
+        with threadpool_limits(1):
+            for a in args:
+                yield fn(*a)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_one_blas_thread) as pool:
         yield from pool.map(fn, *zip(*args), chunksize=1)
+
+
+def _created() -> str:
+    """Creation time (UTC, ISO 8601); ``SOURCE_DATE_EPOCH`` pins it for byte-identical files."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
+    return when.isoformat(timespec="seconds")
 
 
 def _partial_path(out: Path) -> Path:
@@ -166,7 +198,7 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
     else:
         partial.unlink(missing_ok=True)
         attrs = {"dataset_version": cfg.dataset_version, "generator_version": __version__,
-                 "config": cfg.to_json(), "created": datetime.now(timezone.utc).isoformat(),
+                 "config": cfg.to_json(), "created": _created(),
                  "complete": np.int8(0)}
         schema.create(partial, cfg.n, cfg.size, np.array(cfg.angles), ELEMENTS, attrs)
         schema.create_noise_group(partial, noise_tag(cfg.counts, cfg.background),
@@ -182,13 +214,7 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
         bar = tqdm(total=cfg.n, initial=cfg.n - len(todo), desc=f"generate {out.name}",
                    unit="sample", disable=not progress)
         for s in _map(make_sample, [(cfg, i) for i in todo], workers):
-            i = s.index
-            f["volume"][i] = s.volume
-            f["projection"][i] = s.projection
-            counts_ds[i] = s.noisy
-            f["family"][i], f["kind"][i], f["params"][i] = s.family, s.kind, s.spec_json
-            f["written"][i] = 1
-            f.flush()
+            write_sample(f, counts_ds, s)
             bar.update()
         bar.close()
         f.attrs["complete"] = np.int8(1)

@@ -1,0 +1,200 @@
+"""``publish``: turn generated files into a versioned release.
+
+It verifies the files, hashes them, writes the release's entry into the registry that
+:func:`nanoedx_dataset.load_dataset` reads, fills the dataset card's table of versions, writes
+Zenodo metadata next to the files and, with ``upload=True``, deposits them on Zenodo (a new
+deposition, or a new version of the release's previous one) and records the DOI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+from . import card, load
+from .config import PRESETS
+from .errors import ConfigError, DatasetNotFoundError
+from .report import verify
+from .zenodo import SANDBOX_API, TOKEN_ENV, ZENODO_API, Zenodo
+
+PAPER_DOI = "10.1039/d1nr03232a"
+VERSIONS_BLOCK = "versions"
+EMBED_LIMIT = 10_000_000  # bytes a release may weigh to ship inside the package
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def regenerate_command(summary: dict, out: str) -> str:
+    """The exact ``nanoedx generate`` command that rewrites a file byte for byte."""
+    cfg = summary["config"]
+    epoch = int(datetime.fromisoformat(summary["created"]).timestamp())
+    angles = ",".join(f"{a:g}" for a in cfg["angles"])
+    return (f"SOURCE_DATE_EPOCH={epoch} nanoedx generate --preset mini --n {cfg['n']} "
+            f"--size {cfg['size']} --counts {cfg['counts']:g} --background "
+            f"{cfg['background']:g} --angles={angles} --seed {cfg['seed']} "
+            f"--backend {cfg['backend']} --dataset-version {cfg['dataset_version']} "
+            f"--out {out}  # nanoedx {summary['generator_version']}")
+
+
+def _release_name(summary: dict) -> str:
+    cfg = summary["config"]
+    for name, p in PRESETS.items():
+        if (p.n, p.size) == (cfg["n"], cfg["size"]):
+            return name
+    return "custom"
+
+
+def version_table(registry: dict) -> str:
+    """Markdown table of every registered release version (for the dataset card)."""
+    rows = ["| release | version | files | samples | size | families | kinds | noise levels "
+            "| MB | generator | download |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, versions in registry.items():
+        for version in sorted(versions, key=load._semver):
+            e = versions[version]
+            fams = ", ".join(f"{k} {v}" for k, v in sorted(e["family"].items()))
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(e["kind"].items()))
+            where = "embedded" if e.get("embedded") else (e.get("url") or "regenerate")
+            rows.append(f"| {name} | {version} | {len(e['files'])} | {e['samples']} | "
+                        f"{e['size']}³ | {fams} | {kinds} | {', '.join(e['noise_levels'])} | "
+                        f"{e['bytes'] / 1e6:.1f} | {e['generator_version']} | {where} |")
+    return "\n".join(rows)
+
+
+def zenodo_metadata(name: str, version: str, entry: dict) -> dict:
+    """Deposition metadata of a release (Zenodo's legacy deposit schema)."""
+    return {
+        "upload_type": "dataset",
+        "title": f"nanoedx {name} database: simulated nanoparticles for low-dose EDX tomography",
+        "creators": [{"name": "nanoedx developers"}],
+        "description": (
+            f"Release {version} of the nanoedx '{name}' database: {entry['samples']} randomized "
+            f"nanoparticles (12 shape families; solid, core-shell and hollow) on a "
+            f"{entry['size']}^3 grid, with per-element occupancy volumes, parallel-beam tilt "
+            f"series and Poisson-noised EDX maps ({', '.join(entry['noise_levels'])}), after "
+            "Skorikov et al., Nanoscale 13, 12242 (2021). Load with "
+            f"`nanoedx_dataset.load_dataset('{name}', version='{version}')`; regenerate with "
+            f"`{entry['command']}`."),
+        "license": "cc-by-4.0",
+        "version": version,
+        "keywords": ["EDX", "EDS", "electron tomography", "denoising", "nanoparticles",
+                     "simulation", "deep learning"],
+        "related_identifiers": [{"identifier": PAPER_DOI, "relation": "isSupplementTo",
+                                 "scheme": "doi"}],
+    }
+
+
+def default_registry() -> Path:
+    return Path(str(resources.files(__package__).joinpath(load.REGISTRY)))
+
+
+def publish(directory, version: str, *, name: str | None = None, registry=None, card_path=None,
+            embed: bool = False, upload: bool = False, sandbox: bool = False,
+            token: str | None = None, api: str | None = None) -> dict:
+    """Make a release of the database files in ``directory``.
+
+    Parameters
+    ----------
+    directory : path-like
+        Folder holding the release's ``.h5`` files (one file, or one per shard).
+    version : str
+        Semantic version ``X.Y.Z`` of the release.
+    name : str, optional
+        Release name; by default the preset the files match (``mini``, ``standard``,
+        ``paper``) or ``custom``.
+    registry : path-like, optional
+        The registry to update (default: the package's ``releases.json``).
+    card_path : path-like, optional
+        A dataset card whose ``versions`` block to rewrite.
+    embed : bool
+        Copy the files into the package (``data/``) so the release loads offline; at most
+        10 MB in all.
+    upload, sandbox : bool
+        Deposit on Zenodo (or its sandbox) with the token in ``ZENODO_TOKEN``.
+    token, api : str, optional
+        Override the token and the API root (tests use a local server).
+
+    Returns
+    -------
+    dict
+        The registry entry written.
+    """
+    directory = Path(directory)
+    if not _SEMVER.match(version):
+        raise ConfigError(f"version must look like X.Y.Z (semantic versioning), got {version!r}")
+    files = sorted(directory.glob("*.h5")) if directory.is_dir() else []
+    if not files:
+        raise DatasetNotFoundError(f"no .h5 files in {directory}; generate them with "
+                                   "`nanoedx generate --out DIR/FILE.h5`")
+    token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    if upload and not token:
+        raise ConfigError(f"--upload needs a Zenodo token in {TOKEN_ENV} (Zenodo > "
+                          "Applications > Personal access tokens, scopes deposit:write and "
+                          "deposit:actions)")
+    summaries = [verify(p) for p in files]
+    first = summaries[0]
+    for s in summaries[1:]:
+        if (s["size"], s["angles"]) != (first["size"], first["angles"]):
+            raise ConfigError(f"{s['path']} differs from {first['path']} in size or angles; "
+                              "a release holds files of one grid and tilt series")
+    name = name or _release_name(first)
+    total = lambda key: dict(sum((Counter(s[key]) for s in summaries), Counter()))  # noqa: E731
+    entry = {
+        "files": {p.name: "sha256:" + load.sha256(p) for p in files},
+        "samples": sum(s["samples"] for s in summaries),
+        "size": first["size"],
+        "angles": first["angles"],
+        "family": total("family"),
+        "kind": total("kind"),
+        "split": total("split"),
+        "noise_levels": sorted(set().union(*(s["noise_levels"] for s in summaries))),
+        "bytes": sum(p.stat().st_size for p in files),
+        "generator_version": first["generator_version"],
+        "command": " && ".join(regenerate_command(s, Path(s["path"]).name) for s in summaries),
+        "url": None,
+        "embedded": embed,
+    }
+    if embed and entry["bytes"] > EMBED_LIMIT:
+        raise ConfigError(f"{entry['bytes'] / 1e6:.1f} MB is too large to embed (limit "
+                          f"{EMBED_LIMIT / 1e6:.0f} MB); publish it for download instead")
+    card_text = Path(card_path).read_text() if card_path else None
+    if card_text is not None:
+        card.replace_block(card_text, VERSIONS_BLOCK, "")  # fail now, before writing anything
+
+    reg_path = Path(registry) if registry else default_registry()
+    reg = json.loads(reg_path.read_text()) if reg_path.exists() else {}
+    previous = reg.get(name, {})
+    metadata = zenodo_metadata(name, version, entry)
+    _write_json(directory / "zenodo.json", {"metadata": metadata})
+    if upload:
+        last = max(previous, key=load._semver) if previous else None
+        prev_id = previous[last].get("zenodo", {}).get("id") if last else None
+        client = Zenodo(token, api or (SANDBOX_API if sandbox else ZENODO_API))
+        record = client.deposit(files, metadata, previous=prev_id)
+        entry["zenodo"] = record
+        if record.get("doi"):
+            entry["url"] = f"doi:{record['doi']}/"
+    if embed:
+        data = Path(str(resources.files(__package__).joinpath("data")))
+        data.mkdir(exist_ok=True)
+        for p in files:
+            shutil.copyfile(p, data / p.name)
+    reg.setdefault(name, {})[version] = entry
+    _write_json(reg_path, reg)
+    load.releases.cache_clear()
+    if card_text is not None:
+        Path(card_path).write_text(card.replace_block(card_text, VERSIONS_BLOCK,
+                                                      version_table(reg)))
+    return entry
+
