@@ -83,8 +83,8 @@ def _print_info(summary: dict) -> None:
     print(f"{'config':18s} {json.dumps(cfg)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The ``nanoedx`` parser with the dataset subcommands; other packages add theirs."""
     parser = argparse.ArgumentParser(prog="nanoedx", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"nanoedx {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="sample indices, e.g. 0,5,9")
     p.add_argument("--noise", help="noise level tag, e.g. c1000_b100")
     p.set_defaults(func=lambda a: print(figures.preview(a.file, a.out, a.samples, a.noise)))
+    return parser, sub
 
+
+def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the subcommand; user errors print one line and return 2."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
@@ -117,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nanoedx {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The dataset commands alone (``python -m nanoedx_dataset.cli``)."""
+    return run(build_parser()[0], argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

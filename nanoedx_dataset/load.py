@@ -155,6 +155,14 @@ def _local_files(path: Path) -> list[Path]:
                                f"known releases: {_listing()}")
 
 
+def resolve(name_or_path, version: str = "latest", cache_dir=None) -> list[Path]:
+    """Local files of a release name (fetched if needed), a file, or a folder of shards."""
+    path = Path(name_or_path)
+    if isinstance(name_or_path, str) and name_or_path in releases() and not path.exists():
+        return fetch_release(name_or_path, version, cache_dir)
+    return _local_files(path)
+
+
 def open_file(path: Path, noise: str | None = None) -> xr.Dataset:
     """One database file as a lazy dataset, with one noise level as the variable ``noisy``."""
     with schema.open_database(path) as f:  # checks it is a complete nanoedx file
@@ -211,12 +219,7 @@ def load_dataset(name_or_path="mini", version: str = "latest", split: str | None
     """
     if split is not None and split not in schema.SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(schema.SPLITS)}")
-    path = Path(name_or_path)
-    if isinstance(name_or_path, str) and name_or_path in releases() and not path.exists():
-        files = fetch_release(name_or_path, version, cache_dir)
-    else:
-        files = _local_files(path)
-    parts = [open_file(p, noise) for p in files]
+    parts = [open_file(p, noise) for p in resolve(name_or_path, version, cache_dir)]
     if len(parts) == 1:
         ds = parts[0]
     else:

@@ -236,6 +236,9 @@ def problems(f: h5py.File) -> list[str]:
     for i in range(n):
         vol = f["volume"][i].astype(np.float64).sum(axis=(1, 2, 3)) * VOLUME_SCALE
         proj = f["projection"][i].astype(np.float64).sum(axis=(2, 3))  # (element, angle)
+        kind = f["kind"][i].decode() if isinstance(f["kind"][i], bytes) else f["kind"][i]
+        if kind in specs.KINDS and set(np.flatnonzero(vol > 0)) != set(specs.present_elements(kind)):
+            out.append(f"sample {i}: a {kind} particle holds elements {np.flatnonzero(vol > 0)}")
         rel = np.abs(proj - vol[:, None]) / np.maximum(vol[:, None], 1.0)
         if rel.max() > 0.005:
             out.append(f"sample {i}: a projection's sum differs from the volume's by "

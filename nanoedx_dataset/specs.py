@@ -37,6 +37,12 @@ BLUR = (0.0, 0.012)  # Gaussian sigma of the core-shell interface, in units of t
 _KIND_CYCLE = ("solid",) * 3 + ("core_shell",) * 4 + ("hollow",) * 2
 
 SDF = Callable[[np.ndarray], np.ndarray]
+
+
+def present_elements(kind: str) -> tuple[int, ...]:
+    """Indices of the elements a particle of ``kind`` holds (the others are empty)."""
+    return (0, 1) if kind == "core_shell" else (0,)
+
 # Distances are exact within BAND (field units) of a surface; beyond it they may be lower bounds.
 BAND = 0.04
 

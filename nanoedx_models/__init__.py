@@ -1,9 +1,19 @@
-"""nanoedx_models: denoisers, training, reconstruction and benchmarks on the nanoedx database.
+"""nanoedx_models: denoisers, training and benchmarks on the nanoedx database.
 
-Consumes the database written by :mod:`nanoedx_dataset` (never the other way round). The torch
-Datasets, the U-net, EM reconstruction and the benchmark arrive with their issues.
+Consumes the database written by :mod:`nanoedx_dataset` (never the other way round):
+torch Datasets (:class:`EDXMaps`, :class:`TiltSeries`), the U-net (:class:`UNet`),
+:func:`train`, :func:`denoise` and :func:`load_pretrained`.
 """
 
 from nanoedx_dataset import __version__
 
-__all__ = ["__version__"]
+from .datasets import EDXMaps, TiltSeries, denormalize, normalize
+from .inference import denoise
+from .metrics import nmae
+from .modelfile import load_model, save_model
+from .pretrained import load_pretrained
+from .training import train
+from .unet import UNet
+
+__all__ = ["EDXMaps", "TiltSeries", "UNet", "__version__", "denoise", "denormalize",
+           "load_model", "load_pretrained", "nmae", "normalize", "save_model", "train"]

@@ -1,0 +1,220 @@
+"""torch Datasets over a nanoedx database: 2D map pairs for training, tilt series for 3D.
+
+Both read one map or series at a time from the HDF5 files (opened lazily in each process, so
+``DataLoader(num_workers>0)`` works) and never load a whole file. Noise comes either from a
+stored level (``noise="c1000_b100"``, the paper's fixed pairs) or is drawn afresh from the clean
+projection (``counts=C`` or a range ``counts=(lo, hi)``, log-uniform), seeded by
+``(seed, epoch, item)`` so that every epoch sees new noise and any run can be repeated exactly.
+
+Normalization (invertible): a raw count map ``x`` is divided by its mean count per pixel,
+``k = mean(x)``; the target is the expected signal divided by the same ``k``. A network's output
+``y`` is turned back into expected counts as ``y * k`` (:func:`normalize`, :func:`denormalize`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from nanoedx_dataset import schema
+from nanoedx_dataset.errors import ConfigError
+from nanoedx_dataset.load import resolve
+from nanoedx_dataset.noise import add_noise, check_dose, expected_signal
+from nanoedx_dataset.specs import present_elements
+
+MIN_SCALE = 1e-3  # counts per pixel; guards the normalization of an all-zero map
+
+
+def normalize(counts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Divide a count map by its mean count per pixel; returns the map and the scale ``k``."""
+    k = max(float(np.mean(counts)), MIN_SCALE)
+    return np.asarray(counts, np.float32) / np.float32(k), k
+
+
+def denormalize(values, k: float):
+    """Expected counts from normalized values: ``values * k``."""
+    return values * k
+
+
+def _strings(ds) -> np.ndarray:
+    return np.array([v.decode() if isinstance(v, bytes) else v for v in ds[:]])
+
+
+class _Source:
+    """The files of a database and per-process h5py handles."""
+
+    def __init__(self, source, version: str, cache_dir):
+        self.files = [Path(p) for p in resolve(source, version, cache_dir)]
+        self._pid, self._handles = None, {}
+        meta = []
+        for path in self.files:
+            with schema.open_database(path) as f:
+                meta.append({"split": _strings(f["split"]), "kind": _strings(f["kind"]),
+                             "levels": schema.noise_levels(f),
+                             "angles": f["angle"][:], "elements": list(_strings(f["element"]))})
+        self.meta = meta
+
+    def __getstate__(self):
+        return {**self.__dict__, "_pid": None, "_handles": {}}
+
+    def handle(self, i: int) -> h5py.File:
+        if self._pid != os.getpid():  # a new worker process: its own handles
+            self._pid, self._handles = os.getpid(), {}
+        if i not in self._handles:
+            self._handles[i] = h5py.File(self.files[i], "r")
+        return self._handles[i]
+
+
+class _Base(Dataset):
+    def __init__(self, source, split, noise, counts, background, background_fraction, seed,
+                 version, cache_dir):
+        if split is not None and split not in schema.SPLITS:
+            raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(schema.SPLITS)}")
+        if noise is not None and counts is not None:
+            raise ConfigError("give either a stored noise level (noise=) or counts= to draw "
+                              "noise on the fly, not both")
+        self.src = _Source(source, version, cache_dir)
+        self.seed, self.epoch = int(seed), 0
+        self.noise, self.counts = noise, counts
+        if counts is None:
+            levels = self.src.meta[0]["levels"]
+            self.noise = noise or next(iter(levels), None)
+            for m, path in zip(self.src.meta, self.src.files):
+                if self.noise not in m["levels"]:
+                    raise ConfigError(f"{path.name} has no noise level {self.noise!r}; it has "
+                                      f"{', '.join(m['levels']) or 'none'}: pass counts= to draw "
+                                      "noise on the fly or add it with `nanoedx renoise`")
+        else:
+            lo, hi = (counts, counts) if np.isscalar(counts) else counts
+            check_dose(lo, 0.0)
+            check_dose(hi, 0.0)
+            if hi < lo:
+                raise ConfigError(f"counts range must be (low, high), got {counts}")
+            self.counts_range = (float(lo), float(hi))
+            if background is not None and background_fraction is not None:
+                raise ConfigError("give background= or background_fraction=, not both")
+            self.background, self.background_fraction = background, background_fraction
+            check_dose(1.0, background or 0.0)
+        self.split = split
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the on-the-fly noise of ``epoch`` (call before iterating an epoch)."""
+        self.epoch = int(epoch)
+
+    def _rng(self, item: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, item]))
+
+    def _dose(self, rng: np.random.Generator) -> tuple[float, float]:
+        lo, hi = self.counts_range
+        c = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
+        if self.background_fraction is not None:
+            return c, c * self.background_fraction
+        return c, float(self.background if self.background is not None else 0.1 * c)
+
+    def _maps(self, fi: int, sample: int, element: int, angles, item: int):
+        """Raw counts, expected signal (float32) and the dose of some maps of one sample."""
+        f = self.src.handle(fi)
+        proj = f["projection"][sample, element, angles]
+        if self.counts is None:
+            level = self.src.meta[fi]["levels"][self.noise]
+            c, b = float(level["counts"]), float(level["background"])
+            raw = f[schema.noisy_path(self.noise)][schema.NOISY_FIELD.name][sample, element, angles]
+        else:
+            rng = self._rng(item)
+            c, b = self._dose(rng)
+            raw = add_noise(proj, c, b, rng)
+        return raw.astype(np.float32), expected_signal(proj, c), c, b
+
+    def _samples(self):
+        for fi, m in enumerate(self.src.meta):
+            for s in range(len(m["split"])):
+                if self.split is None or m["split"][s] == self.split:
+                    yield fi, s, present_elements(m["kind"][s])
+
+
+class EDXMaps(_Base):
+    """Pairs of (noisy, target) 2D maps, normalized, as float tensors of shape (1, H, W).
+
+    Parameters
+    ----------
+    source : str or path-like
+        A release name, a database file or a folder of shards.
+    split : {"train", "val", "test"} or None
+        Samples of one split (None: all).
+    noise : str, optional
+        Stored noise level tag; default the file's first level (unless ``counts`` is given).
+    counts : float or (float, float), optional
+        Draw noise on the fly with this many signal counts per map, or log-uniformly in a range.
+    background, background_fraction : float, optional
+        Background counts per map for on-the-fly noise, absolute or as a fraction of the
+        counts (default: 10 % of the counts).
+    per_structure : bool
+        One map per structure (a random present element and angle, fixed by ``seed``), as in
+        the paper; otherwise every angle of every present element.
+    seed : int
+    version, cache_dir
+        Passed to the release loader.
+
+    Notes
+    -----
+    Maps whose clean projection is empty (the absent core of a solid particle) are skipped.
+    ``dataset.scale(i)`` is not needed to invert: the scale is the noisy map's mean count.
+    """
+
+    def __init__(self, source, split: str | None = "train", *, noise: str | None = None,
+                 counts=None, background: float | None = None,
+                 background_fraction: float | None = None, per_structure: bool = True,
+                 seed: int = 0, version: str = "latest", cache_dir=None):
+        super().__init__(source, split, noise, counts, background, background_fraction, seed,
+                         version, cache_dir)
+        self.items: list[tuple[int, int, int, int]] = []
+        for fi, s, elements in self._samples():
+            n_angles = len(self.src.meta[fi]["angles"])
+            if per_structure:
+                rng = np.random.default_rng(np.random.SeedSequence([self.seed, fi, s]))
+                self.items.append((fi, s, int(rng.choice(elements)), int(rng.integers(n_angles))))
+            else:
+                self.items += [(fi, s, e, a) for e in elements for a in range(n_angles)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        fi, s, e, a = self.items[i]
+        raw, signal, _, _ = self._maps(fi, s, e, a, i)
+        x, k = normalize(raw)
+        return torch.from_numpy(x)[None], torch.from_numpy(signal / np.float32(k))[None]
+
+
+class TiltSeries(_Base):
+    """One item per (sample, present element): the whole noisy tilt series, for 3D work.
+
+    Items are dicts of numpy arrays: ``noisy`` (angle, row, col) raw counts, ``target`` the
+    expected signal counts, ``angles`` (degrees), ``reference`` the reference volume
+    (z, y, x) = occupancy * counts / sum(occupancy), and ``counts``, ``background``,
+    ``sample``, ``element``. Parameters as :class:`EDXMaps` (without ``per_structure``).
+    """
+
+    def __init__(self, source, split: str | None = "test", *, noise: str | None = None,
+                 counts=None, background: float | None = None,
+                 background_fraction: float | None = None, seed: int = 0,
+                 version: str = "latest", cache_dir=None):
+        super().__init__(source, split, noise, counts, background, background_fraction, seed,
+                         version, cache_dir)
+        self.items = [(fi, s, e) for fi, s, elements in self._samples() for e in elements]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        fi, s, e = self.items[i]
+        raw, signal, c, b = self._maps(fi, s, e, slice(None), i)
+        vol = self.src.handle(fi)["volume"][s, e].astype(np.float64) * schema.VOLUME_SCALE
+        return {"noisy": raw, "target": signal, "angles": self.src.meta[fi]["angles"],
+                "reference": (vol * c / vol.sum()).astype(np.float32), "counts": c,
+                "background": b, "sample": s, "element": self.src.meta[fi]["elements"][e]}

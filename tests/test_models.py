@@ -1,0 +1,183 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from nanoedx_dataset import ConfigError, SchemaError
+from nanoedx_models import (EDXMaps, TiltSeries, UNet, denoise, denormalize, load_model,
+                            normalize, save_model, train)
+from nanoedx_models import training as train_module
+from nanoedx_models.classical import gaussian, oracle
+from nanoedx_models.metrics import nmae
+
+
+def test_maps_have_shape_dtype_and_a_round_tripping_normalization(tiny_db):
+    ds = EDXMaps(tiny_db, "train")
+    assert len(ds) == 8  # one map per training structure
+    x, y = ds[0]
+    assert x.shape == y.shape == (1, 32, 32) and x.dtype == y.dtype == torch.float32
+    assert float(x.mean()) == pytest.approx(1.0, rel=1e-5)
+    raw = np.random.default_rng(0).poisson(2.0, (32, 32))
+    norm, k = normalize(raw)
+    np.testing.assert_allclose(denormalize(norm, k), raw, rtol=1e-6)
+
+
+def test_all_maps_mode_skips_empty_projections(tiny_db):
+    import h5py
+
+    ds = EDXMaps(tiny_db, None, per_structure=False)
+    with h5py.File(tiny_db) as f:
+        present = f["projection"][:].sum(axis=(2, 3, 4)) > 0  # (sample, element)
+    assert len(ds) == int(present.sum()) * 16
+    assert all(present[s, e] for _, s, e, _ in ds.items)
+
+
+def test_on_the_fly_noise_is_fresh_each_epoch_and_repeatable(tiny_db):
+    ds = EDXMaps(tiny_db, "train", counts=(100, 10_000), background_fraction=0.1, seed=3)
+    a = ds[2][0].clone()
+    assert torch.equal(a, ds[2][0])
+    ds.set_epoch(1)
+    assert not torch.equal(a, ds[2][0])
+    ds.set_epoch(0)
+    assert torch.equal(a, ds[2][0])
+    # targets are the expected signal: normalized by the noisy mean, so their sum differs
+    x, y = ds[2]
+    assert float(y.sum()) > 0
+
+
+def test_dataloader_with_worker_processes(tiny_db):
+    ds = EDXMaps(tiny_db, "train", counts=500.0, background=50.0)
+    batches = list(DataLoader(ds, batch_size=4, num_workers=2))
+    assert sum(len(x) for x, _ in batches) == len(ds)
+    single = torch.cat([x for x, _ in DataLoader(ds, batch_size=4)])
+    assert torch.equal(torch.cat([x for x, _ in batches]), single)
+
+
+def test_tilt_series_items(tiny_db):
+    ts = TiltSeries(tiny_db, "test")
+    item = ts[0]
+    assert item["noisy"].shape == item["target"].shape == (16, 32, 32)
+    assert item["reference"].shape == (32, 32, 32)
+    assert item["reference"].sum() == pytest.approx(1000.0, rel=1e-4)
+    np.testing.assert_allclose(item["target"].sum(axis=(1, 2)), 1000.0, rtol=1e-4)
+
+
+def test_bad_dataset_options(tiny_db):
+    with pytest.raises(ConfigError, match="unknown split"):
+        EDXMaps(tiny_db, "dev")
+    with pytest.raises(ConfigError, match="no noise level 'c1_b0'"):
+        EDXMaps(tiny_db, "train", noise="c1_b0")
+    with pytest.raises(ConfigError, match="not both"):
+        EDXMaps(tiny_db, "train", noise="c1000_b100", counts=10)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 32, 32), (2, 1, 37, 50), (1, 1, 5, 7)])
+def test_unet_keeps_any_size(shape):
+    net = UNet(depth=2, base=4)
+    assert net(torch.rand(shape)).shape == shape
+    with pytest.raises(ConfigError, match=r"\(N, 1, H, W\)"):
+        net(torch.rand(3, 32, 32))
+
+
+def test_tiny_unet_overfits_a_few_maps(tiny_db):
+    torch.manual_seed(0)
+    x, y = map(torch.stack, zip(*[EDXMaps(tiny_db, "train")[i] for i in range(4)]))
+    net = UNet(depth=2, base=8)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        opt.zero_grad()
+        loss = torch.nn.functional.l1_loss(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 5
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, tiny_db, monkeypatch):
+    kw = dict(preset="tiny", epochs=3, batch_size=4, counts=800.0, background=80.0,
+              progress=False)
+    full = train(tiny_db, tmp_path / "full.pt", **kw)
+    real = train_module._save_checkpoint
+    calls = []
+
+    def dies_after_second_epoch(path, state):
+        real(path, state)
+        calls.append(state["epoch"])
+        if state["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", dies_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_db, tmp_path / "cut.pt", **kw)
+    monkeypatch.setattr(train_module, "_save_checkpoint", real)
+    train(tiny_db, tmp_path / "cut.pt", resume=True, **kw)
+    a, meta_a = load_model(full)
+    b, meta_b = load_model(tmp_path / "cut.pt")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert [h["val_nmae"] for h in meta_a["history"]] == [h["val_nmae"] for h in meta_b["history"]]
+    assert len(meta_a["history"]) == 3 and meta_a["val_nmae"] == min(
+        h["val_nmae"] for h in meta_a["history"])
+
+
+def test_model_files_of_another_kind_are_refused(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(SchemaError, match="not a nanoedx model file"):
+        load_model(other)
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    with pytest.raises(SchemaError, match="not a nanoedx model file"):
+        load_model(text)
+    net = UNet(depth=2, base=4)
+    path = save_model(tmp_path / "ok.pt", net, {"x": 1}, half=True)
+    back, meta = load_model(path)
+    assert meta == {"x": 1} and back.config == {"depth": 2, "base": 4}
+
+
+def test_denoise_checks_its_input(tmp_path):
+    net = UNet(depth=2, base=4)
+    out = denoise(np.ones((2, 20, 24)), model=net)
+    assert out.shape == (2, 20, 24) and out.dtype == np.float32 and out.min() >= 0
+    assert denoise(np.ones((20, 24)), model=net).shape == (20, 24)
+    for bad, match in [(np.ones(5), "must be \\(row, col\\)"), (-np.ones((8, 8)), "non-negative"),
+                       (np.full((8, 8), np.nan), "NaN"), (np.ones((1, 2, 8, 8)), "must be")]:
+        with pytest.raises(ConfigError, match=match):
+            denoise(bad, model=net)
+
+
+def test_gaussian_oracle_finds_the_best_width():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    truth = 5 * np.exp(-((yy - 24) ** 2 + (xx - 20) ** 2) / 60.0)
+    noisy = rng.poisson(truth + 0.1)
+    best, sigma = oracle(gaussian, noisy, truth, (0.05, 20.0), background=0.1 * truth.size)
+    grid = [np.abs(gaussian(noisy, s, 0.1 * truth.size) - truth).mean()
+            for s in np.linspace(0.1, 10, 400)]
+    assert np.abs(best - truth).mean() <= min(grid) + 1e-3
+    assert nmae(best, truth) < nmae(np.maximum(noisy - 0.1, 0), truth)
+
+
+def test_cli_train_and_denoise(tmp_path, tiny_db, capsys):
+    from nanoedx_models.cli import main
+
+    model = tmp_path / "m.pt"
+    assert main(["train", str(tiny_db), "-o", str(model), "--preset", "tiny", "--epochs", "1",
+                 "--batch-size", "4", "--counts", "300:3000", "--background-fraction", "0.1",
+                 "--device", "cpu"]) == 0
+    _, meta = load_model(model)
+    assert meta["counts"] == [300.0, 3000.0] or meta["counts"] == (300.0, 3000.0)
+    maps = np.random.default_rng(0).poisson(1.0, (3, 24, 24)).astype(np.uint16)
+    np.save(tmp_path / "in.npy", maps)
+    assert main(["denoise", str(tmp_path / "in.npy"), "-o", str(tmp_path / "out.npy"),
+                 "--model", str(model)]) == 0
+    out = np.load(tmp_path / "out.npy")
+    assert out.shape == maps.shape and out.dtype == np.float32
+    np.save(tmp_path / "neg.npy", -np.ones((8, 8)))
+    assert main(["denoise", str(tmp_path / "neg.npy"), "-o", str(tmp_path / "bad.npy"),
+                 "--model", str(model)]) == 2
+    assert "non-negative" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npy").exists()
+    assert main(["train", str(tiny_db), "-o", str(tmp_path / "x.pt"), "--preset", "huge"]) == 2
+    assert "unknown U-net preset 'huge'" in capsys.readouterr().err
