@@ -12,8 +12,10 @@ from .inference import denoise
 from .metrics import nmae
 from .modelfile import load_model, save_model
 from .pretrained import load_pretrained
+from .reconstruct import reconstruct
 from .training import train
 from .unet import UNet
 
 __all__ = ["EDXMaps", "TiltSeries", "UNet", "__version__", "denoise", "denormalize",
-           "load_model", "load_pretrained", "nmae", "normalize", "save_model", "train"]
+           "load_model", "load_pretrained", "nmae", "normalize", "reconstruct", "save_model",
+           "train"]

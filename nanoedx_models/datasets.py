@@ -184,9 +184,13 @@ class EDXMaps(_Base):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Item ``i`` unnormalized: counts (float32), expected signal, counts and background."""
         fi, s, e, a = self.items[i]
-        raw, signal, _, _ = self._maps(fi, s, e, a, i)
+        return self._maps(fi, s, e, a, i)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raw, signal, _, _ = self.raw(i)
         x, k = normalize(raw)
         return torch.from_numpy(x)[None], torch.from_numpy(signal / np.float32(k))[None]
 
