@@ -97,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     names = [n for n, e in registry().items() if e.get("file")]
     models = {n: load_pretrained(n)[0] for n in names}
-    rows, table = {}, []
+    rows = {}
 
     for split in ("val", "test"):
         noisy, truth, b = split_maps(args.data, split)

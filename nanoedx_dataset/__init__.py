@@ -4,7 +4,8 @@ Make, store and read the database of Skorikov et al., Nanoscale 2021: randomized
 shapes, their voxel volumes, parallel-beam tilt series and Poisson-noised EDX maps.
 
 Public entry points: :func:`generate`, :func:`renoise`, :func:`verify`, :func:`info`,
-:func:`preview`, :func:`load_dataset`, :func:`publish`, plus the building blocks :func:`draw_spec`, :func:`voxelize`, :func:`project`
+:func:`preview`, :func:`load_dataset`, :func:`publish`, plus the building blocks
+:func:`draw_spec`, :func:`voxelize`, :func:`project`
 and :func:`add_noise`.
 """
 

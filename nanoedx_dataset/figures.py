@@ -53,8 +53,7 @@ def preview(path, out, samples=None, noise: str | None = None) -> Path:
         tag = noise or next(iter(levels))
         if tag not in levels:
             raise ConfigError(f"no noise level {tag!r} in {path}; it has {', '.join(levels)}")
-        fams = [v.decode() if isinstance(v, bytes) else v for v in f["family"][:]]
-        kinds = [v.decode() if isinstance(v, bytes) else v for v in f["kind"][:]]
+        fams, kinds = schema.strings(f["family"]), schema.strings(f["kind"])
         if samples is None:
             seen, samples = set(), []
             for i, fam in enumerate(fams):

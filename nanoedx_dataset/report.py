@@ -9,10 +9,6 @@ from . import schema
 from .errors import SchemaError
 
 
-def _strings(ds) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in ds[:]]
-
-
 def info(path) -> dict:
     """Summary of a database.
 
@@ -35,10 +31,10 @@ def info(path) -> dict:
             "samples": int(f["volume"].shape[0]),
             "size": int(f["volume"].shape[-1]),
             "angles": [float(a) for a in f["angle"][:]],
-            "elements": _strings(f["element"]),
-            "family": dict(Counter(_strings(f["family"]))),
-            "kind": dict(Counter(_strings(f["kind"]))),
-            "split": dict(Counter(_strings(f["split"]))),
+            "elements": schema.strings(f["element"]),
+            "family": dict(Counter(schema.strings(f["family"]))),
+            "kind": dict(Counter(schema.strings(f["kind"]))),
+            "split": dict(Counter(schema.strings(f["split"]))),
             "noise_levels": schema.noise_levels(f),
             "dataset_version": str(f.attrs["dataset_version"]),
             "generator_version": str(f.attrs["generator_version"]),

@@ -161,7 +161,8 @@ def open_database(path, mode: str = "r", complete: bool = True) -> h5py.File:
     try:
         f = h5py.File(path, mode)
     except OSError as err:
-        raise SchemaError(f"{path} is not an HDF5 file (truncated or another format): {err}") from err
+        raise SchemaError(f"{path} is not an HDF5 file (truncated or another format): "
+                          f"{err}") from err
     name = f.attrs.get("format_name")
     if name != FORMAT_NAME:
         f.close()
@@ -177,6 +178,11 @@ def open_database(path, mode: str = "r", complete: bool = True) -> h5py.File:
         raise SchemaError(f"{path} is an unfinished database; finish it with "
                           "`nanoedx generate ... --resume`")
     return f
+
+
+def strings(ds: h5py.Dataset) -> list[str]:
+    """A string variable's values as Python strings."""
+    return ds.asstr()[:].tolist()
 
 
 def noise_levels(f: h5py.File) -> dict[str, dict]:
@@ -218,26 +224,27 @@ def problems(f: h5py.File) -> list[str]:
         out.append(f"{int((f['written'][:] != 1).sum())} samples were never written")
     from . import shapes, specs  # local: schema is imported by them indirectly
 
+    cols = {col: strings(f[col]) for col in ("family", "kind", "split", "params")}
     for col, valid in (("family", shapes.FAMILIES), ("kind", specs.KINDS), ("split", SPLITS)):
-        values = set(v.decode() if isinstance(v, bytes) else v for v in f[col][:])
-        bad = values - set(valid)
+        bad = set(cols[col]) - set(valid)
         if bad:
             out.append(f"{col} holds unknown values {sorted(bad)}; valid: {', '.join(valid)}")
-    for i, raw in enumerate(f["params"][:]):
+    for i, raw in enumerate(cols["params"]):
         try:
-            spec = specs.ParticleSpec.from_json(raw.decode() if isinstance(raw, bytes) else raw)
+            spec = specs.ParticleSpec.from_json(raw)
         except ValueError as err:
             out.append(f"sample {i}: params is not a spec ({err})")
             continue
-        fam = f["family"][i].decode() if isinstance(f["family"][i], bytes) else f["family"][i]
+        fam = cols["family"][i]
         if spec.family != fam or spec.index != i:
             out.append(f"sample {i}: params (family {spec.family}, index {spec.index}) "
                        f"disagree with the catalogue (family {fam})")
     for i in range(n):
         vol = f["volume"][i].astype(np.float64).sum(axis=(1, 2, 3)) * VOLUME_SCALE
         proj = f["projection"][i].astype(np.float64).sum(axis=(2, 3))  # (element, angle)
-        kind = f["kind"][i].decode() if isinstance(f["kind"][i], bytes) else f["kind"][i]
-        if kind in specs.KINDS and set(np.flatnonzero(vol > 0)) != set(specs.present_elements(kind)):
+        kind = cols["kind"][i]
+        held = set(np.flatnonzero(vol > 0).tolist())
+        if kind in specs.KINDS and held != set(specs.present_elements(kind)):
             out.append(f"sample {i}: a {kind} particle holds elements {np.flatnonzero(vol > 0)}")
         rel = np.abs(proj - vol[:, None]) / np.maximum(vol[:, None], 1.0)
         if rel.max() > 0.005:

@@ -159,7 +159,7 @@ def _vertices(normals: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def _edges(verts: np.ndarray) -> np.ndarray:
-    """Index pairs (E, 2) of the polytope's edges: hull triangle edges between non-coplanar faces."""
+    """Index pairs (E, 2) of the polytope's edges: hull triangle edges between two faces."""
     hull = ConvexHull(verts)
     eq = hull.equations
     pairs = set()

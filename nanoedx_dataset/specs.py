@@ -158,7 +158,8 @@ def _family_and_kind(seed: int, index: int) -> tuple[str, str]:
     return name, str(kind)
 
 
-def draw_spec(seed: int, index: int, family: str | None = None, kind: str | None = None) -> ParticleSpec:
+def draw_spec(seed: int, index: int, family: str | None = None,
+              kind: str | None = None) -> ParticleSpec:
     """Draw the spec of particle ``index`` of a database generated with ``seed``.
 
     Parameters

@@ -41,10 +41,6 @@ def denormalize(values, k: float):
     return values * k
 
 
-def _strings(ds) -> np.ndarray:
-    return np.array([v.decode() if isinstance(v, bytes) else v for v in ds[:]])
-
-
 class _Source:
     """The files of a database and per-process h5py handles."""
 
@@ -54,9 +50,10 @@ class _Source:
         meta = []
         for path in self.files:
             with schema.open_database(path) as f:
-                meta.append({"split": _strings(f["split"]), "kind": _strings(f["kind"]),
+                meta.append({"split": schema.strings(f["split"]), "kind": schema.strings(f["kind"]),
                              "levels": schema.noise_levels(f),
-                             "angles": f["angle"][:], "elements": list(_strings(f["element"]))})
+                             "angles": f["angle"][:],
+                             "elements": schema.strings(f["element"])})
         self.meta = meta
 
     def __getstate__(self):

@@ -57,5 +57,6 @@ def denoise(maps, model=None, device: str = "auto", batch_size: int = 16) -> np.
             pairs = [normalize(m) for m in stack[s : s + batch_size]]
             batch = torch.from_numpy(np.stack([p for p, _ in pairs]))[:, None].to(dev)
             pred = net(batch).clamp_min(0)[:, 0].cpu().numpy()
-            out[s : s + len(pairs)] = pred * np.array([k for _, k in pairs], np.float32)[:, None, None]
+            scales = np.array([k for _, k in pairs], np.float32)[:, None, None]
+            out[s : s + len(pairs)] = pred * scales
     return out.reshape(x.shape)

@@ -99,7 +99,8 @@ class FakeZenodo:
                 dep["published"] = True
                 doi = f"10.5072/zenodo.{dep['id']}"
                 links = ({"record_html": f"{self.base}/record/{dep['id']}"}
-                         if self.schema == "legacy" else {"html": f"{self.base}/records/{dep['id']}"})
+                         if self.schema == "legacy"
+                         else {"html": f"{self.base}/records/{dep['id']}"})
                 return 202, {"id": dep["id"], "record_id": dep["id"], "doi": doi, "links": links,
                              "metadata": dep["metadata"], "files": dep["files"]}
         if parts[0] == "files" and method == "PUT":

@@ -181,3 +181,24 @@ def test_cli_train_and_denoise(tmp_path, tiny_db, capsys):
     assert not (tmp_path / "bad.npy").exists()
     assert main(["train", str(tiny_db), "-o", str(tmp_path / "x.pt"), "--preset", "huge"]) == 2
     assert "unknown U-net preset 'huge'" in capsys.readouterr().err
+
+
+def test_default_model_is_embedded_and_beats_the_oracle_gaussian(monkeypatch):
+    """Offline (nothing listens on the URLs), on maps of the embedded mini release."""
+    from nanoedx_models.pretrained import URL_ENV, registry
+
+    monkeypatch.setenv(URL_ENV, "http://127.0.0.1:9")
+    monkeypatch.setenv("NANOEDX_DATA_URL", "http://127.0.0.1:9")
+    assert registry()["unet-small"]["embedded"]
+    noisy, truth = [], []
+    for split in ("val", "test"):
+        ds = EDXMaps("mini", split)
+        for i in range(len(ds)):
+            x, g, _, _ = ds.raw(i)
+            noisy.append(x)
+            truth.append(g)
+    out = denoise(np.array(noisy))  # model=None: the default pretrained model
+    unet = np.mean([nmae(d, g) for d, g in zip(out, truth)])
+    gauss = np.mean([nmae(oracle(gaussian, x, g, (0.05, 20.0), 100.0)[0], g)
+                     for x, g in zip(noisy, truth)])
+    assert unet < gauss

@@ -110,7 +110,8 @@ def test_unpublished_release_points_to_regeneration(monkeypatch, tmp_path):
 
 
 def test_unknown_release_or_version_lists_the_known_ones():
-    with pytest.raises(DatasetNotFoundError, match="unknown release .huge.*known releases: mini \\(0.1.0\\)"):
+    with pytest.raises(DatasetNotFoundError,
+                       match=r"unknown release .huge.*known releases: mini \(0.1.0\)"):
         load_dataset("huge")
     with pytest.raises(DatasetNotFoundError, match="no version '9.9.9'.*0.1.0"):
         load_dataset("mini", version="9.9.9")
