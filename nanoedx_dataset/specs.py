@@ -31,7 +31,8 @@ EXTENT = (0.5, 0.9)  # largest extent (diameter) of a particle, in units of the 
 FIELD_RADIUS = 0.475  # the particle stays inside this cylinder around the tilt axis
 CORE_FRACTION = (0.5, 0.9)  # core diameter / shell diameter, before clipping to the shell
 VOID_FRACTION = (0.3, 0.7)  # void diameter / shell diameter
-WALL = 0.08  # the inner shape stays this far (times the shell diameter) inside the shell
+WALL = 0.08  # the inner shape stays this far (times the shell diameter) inside the shell,
+# or half the depth of the shell's centre if that is less
 BLUR = (0.0, 0.012)  # Gaussian sigma of the core-shell interface, in units of the field
 # Compact families get kinds from this list, shuffled per block of samples; platelets are solid.
 _KIND_CYCLE = ("solid",) * 3 + ("core_shell",) * 4 + ("hollow",) * 2
@@ -216,12 +217,18 @@ def draw_spec(seed: int, index: int, family: str | None = None,
         inner_body = shapes.family(inner_fam).build(inner_params)
         frac = rng.uniform(*(CORE_FRACTION if knd == "core_shell" else VOID_FRACTION))
         outer_d = scale * body.diameter()
+        # The wall (with the blur's reach) takes at most 3/4 of the depth of the shell's centre
+        # below its surface, so that thin shells (a prolate bipyramid, a slim rod) keep a core
+        # or void too.
+        depth = -scale * float(body.sdf(np.zeros((1, 3)))[0])
+        wall = min(WALL * outer_d, depth / 2)
         blur = float(rng.uniform(*BLUR)) if knd == "core_shell" else 0.0
+        blur = min(blur, (0.75 * depth - wall) / 3)
         inner = {
             "family": inner_fam,
             "params": inner_params,
             "scale": float(frac * outer_d / inner_body.diameter()),
-            "wall": float(WALL * outer_d + 3 * blur),
+            "wall": float(wall + 3 * blur),
             "blur": blur,
         }
     return ParticleSpec(
