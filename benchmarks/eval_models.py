@@ -80,6 +80,35 @@ def score(models: dict, noisy: np.ndarray, truth: np.ndarray, background: float)
     return out
 
 
+def figure(noisy: np.ndarray, truth: np.ndarray, names: list[str], model, out: Path) -> None:
+    """Noisy, oracle Gaussian, U-net and ground truth of one 0-degree map per shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ["noisy (1000 + 100 counts)", "gaussian-oracle", "unet-small", "ground truth"]
+    fig, axes = plt.subplots(len(names), 4, figsize=(9, 2.3 * len(names)), squeeze=False)
+    for r, (x, g) in enumerate(zip(noisy, truth)):
+        panels = [ndimage.uniform_filter(x, 3), oracle(gaussian, x, g, GAUSSIAN_SIGMA, 100.0)[0],
+                  denoise(x, model=model, device="cpu"), g]
+        for c, img in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="inferno", vmin=0, vmax=g.max())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c in (1, 2):
+                ax.text(0.02, 0.02, f"nMAE {nmae(img, g):.1f} %", color="w", fontsize=8,
+                        transform=ax.transAxes)
+            if r == 0:
+                ax.set_title(cols[c], fontsize=9)
+        axes[r, 0].set_ylabel(names[r], fontsize=9)
+    fig.suptitle("Shapes outside the catalogue (noisy shown with a 3x3 mean filter)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def split_maps(data, split: str, **kw) -> tuple[np.ndarray, np.ndarray, float]:
     ds = EDXMaps(data, split, **kw)
     noisy, truth = [], []
@@ -112,6 +141,9 @@ def main() -> None:
         noisy += list(add_noise(proj, 1000, 100, rng).astype(np.float32))
         truth += list(expected_signal(proj, 1000))
     rows["handmade"] = score(models, np.array(noisy), np.array(truth), 100.0)
+    zero = slice(2, None, 5)  # the 0-degree map of each shape
+    figure(np.array(noisy)[zero], np.array(truth)[zero], list(vols), models["unet-small"],
+           Path(args.out).with_name("models_handmade.png"))
 
     dose = {}
     ds_kw = dict(background_fraction=0.1, seed=5)

@@ -53,6 +53,7 @@ class _Source:
                 meta.append({"split": schema.strings(f["split"]), "kind": schema.strings(f["kind"]),
                              "levels": schema.noise_levels(f),
                              "angles": f["angle"][:],
+                             "dataset_version": str(f.attrs["dataset_version"]),
                              "elements": schema.strings(f["element"])})
         self.meta = meta
 

@@ -113,7 +113,8 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, best, start = state["history"], state["best"], state["epoch"] + 1
-    meta = {"data": str(data), "noise": noise, "counts": counts, "background": background,
+    meta = {"data": str(data), "data_version": train_ds.src.meta[0]["dataset_version"],
+            "noise": noise, "counts": counts, "background": background,
             "background_fraction": background_fraction, "preset": preset, "epochs": epochs,
             "batch_size": batch_size, "lr": lr, "seed": seed, "per_structure": per_structure,
             "train_maps": len(train_ds), "val_maps": len(val_ds), "nanoedx": __version__}

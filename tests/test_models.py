@@ -117,6 +117,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, tiny_db, mon
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     assert [h["val_nmae"] for h in meta_a["history"]] == [h["val_nmae"] for h in meta_b["history"]]
+    assert meta_a["data_version"] == "0.1.0" and meta_a["epochs"] == 3
     assert len(meta_a["history"]) == 3 and meta_a["val_nmae"] == min(
         h["val_nmae"] for h in meta_a["history"])
 
