@@ -163,6 +163,9 @@ def main() -> None:
         e = registry()[n]
         lines.append(f"| {n} | {e['preset']} | {e['recipe']} | {e['best_epoch']} | "
                      f"{e['train_seconds'] / 60:.0f} min |")
+    for n, e in registry().items():
+        if not e.get("file"):
+            lines.append(f"| {n} | — | {e.get('status', 'not trained')} | — | — |")
     lines += ["", "## 2D denoising at 1000 + 100 counts", "",
               "| method | val (150 maps) | test (150 maps) | hand-made shapes (25 maps) |",
               "| --- | --- | --- | --- |"]

@@ -96,50 +96,52 @@ def fetch_release(name: str, version: str = "latest", cache_dir=None,
     list of Path
         The release's files, each hash-checked.
     """
+    version, entry = release_entry(name, version)
+    files: dict[str, str] = entry["files"]
+    local = {f: _embedded(name, f) for f in files} if entry.get("embedded") else {}
+    for fname, path in local.items():
+        _check_hash(path, files[fname])
+    missing = {f: h for f, h in files.items() if local.get(f) is None}
+    fix = (f"set {URL_ENV} to a server holding the release files, or generate it locally: "
+           f"`{entry['command']}`")
+    base = os.environ.get(URL_ENV) or entry.get("url")
+    if missing and not base:
+        raise DatasetNotFoundError(f"release {name} {version} is not published for download "
+                                   f"yet; {fix}")
+    fetched = download(missing, base, cache_dir, fix, progress) if missing else {}
+    return [local.get(f) or fetched[f] for f in files]
+
+
+def download(files: dict[str, str], base: str, cache_dir, fix: str,
+             progress: bool = False) -> dict[str, Path]:
+    """Fetch files (name -> ``sha256:...``) from ``base`` into the cache with pooch.
+
+    A cached file with the right hash is used without a network call; a download whose hash
+    does not match is deleted and raises :class:`SchemaError`; an unreachable server with no
+    cached copy raises :class:`DatasetNotFoundError` ending with ``fix``.
+    """
     import pooch
     import requests
 
-    version, entry = release_entry(name, version)
-    files: dict[str, str] = entry["files"]
-    paths = []
-    missing = {}
-    for fname, known in files.items():
-        local = _embedded(name, fname) if entry.get("embedded") else None
-        if local is not None:
-            _check_hash(local, known)
-            paths.append(local)
-        else:
-            missing[fname] = known
-            paths.append(None)
-    if not missing:
-        return paths
-    base = os.environ.get(URL_ENV) or entry.get("url")
-    fix = (f"set {URL_ENV} to a server holding the release files, or generate it locally: "
-           f"`{entry['command']}`")
-    if not base:
-        raise DatasetNotFoundError(f"release {name} {version} is not published for download "
-                                   f"yet; {fix}")
     store = pooch.create(
         path=Path(cache_dir) if cache_dir else pooch.os_cache("nanoedx"),
         base_url=base.rstrip("/") + "/",
-        registry=missing,
+        registry=files,
         env=None if cache_dir else CACHE_ENV,
         retry_if_failed=0,
     )
-    for k, fname in enumerate(files):
-        if paths[k] is not None:
-            continue
+    out = {}
+    for fname in files:
         try:
-            paths[k] = Path(store.fetch(fname, progressbar=progress))
+            out[fname] = Path(store.fetch(fname, progressbar=progress))
         except ValueError as err:
             if "hash" in str(err):
                 raise SchemaError(f"download of {fname} from {base} is corrupt: {err}") from err
             raise
         except (requests.RequestException, OSError) as err:
-            raise DatasetNotFoundError(f"cannot download {fname} of release {name} {version} "
-                                       f"from {base} and it is not in the cache "
-                                       f"({store.abspath}): {err}; {fix}") from err
-    return paths
+            raise DatasetNotFoundError(f"cannot download {fname} from {base} and it is not in "
+                                       f"the cache ({store.abspath}): {err}; {fix}") from err
+    return out
 
 
 def _local_files(path: Path) -> list[Path]:

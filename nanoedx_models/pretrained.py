@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from nanoedx_dataset.errors import DatasetNotFoundError, SchemaError
-from nanoedx_dataset.load import CACHE_ENV, sha256
+from nanoedx_dataset.load import download, sha256
 
 from .modelfile import load_model
 
@@ -45,16 +45,12 @@ def model_path(name: str = DEFAULT, cache_dir=None) -> Path:
             raise SchemaError(f"{path} does not match its SHA-256 in pretrained.json; "
                               "reinstall nanoedx")
         return path
-    import pooch
-
     base = os.environ.get(URL_ENV) or entry.get("url")
+    fix = f"set {URL_ENV} to a server holding {entry['file']}"
     if not base:
-        raise DatasetNotFoundError(f"{name} is not published for download; set {URL_ENV}")
-    store = pooch.create(path=Path(cache_dir) if cache_dir else pooch.os_cache("nanoedx"),
-                         base_url=base.rstrip("/") + "/",
-                         registry={entry["file"]: "sha256:" + entry["sha256"]},
-                         env=None if cache_dir else CACHE_ENV)
-    return Path(store.fetch(entry["file"]))
+        raise DatasetNotFoundError(f"{name} is not published for download yet; {fix}")
+    files = {entry["file"]: "sha256:" + entry["sha256"]}
+    return download(files, base, cache_dir, fix)[entry["file"]]
 
 
 def load_pretrained(name: str = "default", device: str = "cpu"):

@@ -5,6 +5,7 @@ from torch.utils.data import DataLoader
 
 from nanoedx_dataset import ConfigError, SchemaError
 from nanoedx_models import (EDXMaps, TiltSeries, UNet, denoise, denormalize, load_model,
+                            load_pretrained,
                             normalize, save_model, train)
 from nanoedx_models import training as train_module
 from nanoedx_models.classical import gaussian, oracle
@@ -203,3 +204,31 @@ def test_default_model_is_embedded_and_beats_the_oracle_gaussian(monkeypatch):
     gauss = np.mean([nmae(oracle(gaussian, x, g, (0.05, 20.0), 100.0)[0], g)
                      for x, g in zip(noisy, truth)])
     assert unet < gauss
+
+
+def test_large_pretrained_weights_come_through_pooch(tmp_path, monkeypatch):
+    from nanoedx_dataset.load import sha256
+    from nanoedx_models import pretrained
+    from servers import file_server
+
+    served = tmp_path / "served"
+    served.mkdir()
+    save_model(served / "big.pt", UNet(depth=2, base=4), {"name": "big"})
+    reg = {**pretrained.registry(),
+           "unet-big": {"file": "big.pt", "sha256": sha256(served / "big.pt"),
+                        "embedded": False, "url": "http://127.0.0.1:9/none"}}
+    monkeypatch.setattr(pretrained, "registry", lambda: reg)
+    with file_server(served) as (server, url):
+        monkeypatch.setenv(pretrained.URL_ENV, url)
+        path = pretrained.model_path("unet-big", cache_dir=tmp_path / "cache")
+        assert server.requests == ["/big.pt"]
+    assert load_model(path)[1]["name"] == "big"
+    reg["unet-big"]["sha256"] = "0" * 64
+    (tmp_path / "cache" / "big.pt").unlink()
+    with file_server(served) as (server, url):
+        monkeypatch.setenv(pretrained.URL_ENV, url)
+        with pytest.raises(SchemaError, match="big.pt.*corrupt.*does not match"):
+            pretrained.model_path("unet-big", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "big.pt").exists()
+    with pytest.raises(Exception, match="not available.*GPU"):
+        load_pretrained("unet-paper")
