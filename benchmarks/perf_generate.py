@@ -88,7 +88,7 @@ def main() -> None:
     lines += ["", "Projected preset times with `--workers 2`: two workers compute and the parent "
               "writes, all on the same 2 cores, so the best case is all CPU work / 2 (measured "
               "wall times, which add process start-up and pickling, are in "
-              "`standard_preset.md` and the issue notes):", "",
+              "`standard_preset.md` and `paper_preset.md`):", "",
               "| preset | samples × size | CPU: compute | CPU: write | projected wall (÷ 2) |",
               "| --- | --- | --- | --- | --- |"]
     by_size = {size: (m, compute) for size, _, m, compute, _ in rows}
