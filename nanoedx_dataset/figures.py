@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import schema
+from .files import atomic_output
 from .errors import ConfigError
 
 
@@ -91,8 +92,7 @@ def preview(path, out, samples=None, noise: str | None = None) -> Path:
             axes[r, 0].set_ylabel(f"#{i} {fams[i]}\n{kinds[i]}", fontsize=8)
     fig.suptitle(f"{Path(path).name}: noise {tag}", fontsize=10)
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".partial.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(out)
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from . import card, load
 from .config import PRESETS
 from .errors import ConfigError, DatasetNotFoundError
+from .files import atomic_output
 from .report import verify
 from .zenodo import SANDBOX_API, TOKEN_ENV, ZENODO_API, Zenodo
 
@@ -30,9 +31,8 @@ _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def regenerate_command(summary: dict, out: str) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from nanoedx_dataset.cli import build_parser, run
 from nanoedx_dataset.errors import ConfigError
+from nanoedx_dataset.files import atomic_output
 
 from .inference import denoise
 from .training import train
@@ -28,9 +29,8 @@ def _denoise_files(args) -> None:
         raise ConfigError(f"no input file {src}")
     maps = np.load(src, allow_pickle=False)
     out = denoise(maps, model=args.model, device=args.device)
-    tmp = dst.with_name(dst.name + ".partial.npy")
-    np.save(tmp, out)
-    tmp.replace(dst)
+    with atomic_output(dst) as tmp:
+        np.save(tmp, out)
     print(dst)
 
 

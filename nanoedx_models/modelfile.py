@@ -6,12 +6,12 @@ that are not nanoedx model files.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from nanoedx_dataset.errors import DatasetNotFoundError, SchemaError
+from nanoedx_dataset.files import atomic_output
 
 from .unet import UNet
 
@@ -28,9 +28,8 @@ def save_model(path, model: UNet, meta: dict, half: bool = False) -> Path:
     blob = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": "unet",
             "config": model.config, "normalization": NORMALIZATION, "state_dict": state,
             "meta": meta}
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(blob, tmp)
     return path
 
 

@@ -9,7 +9,6 @@ file keeps the weights of the best validation epoch.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from nanoedx_dataset import __version__
 from nanoedx_dataset.errors import ConfigError
+from nanoedx_dataset.files import atomic_output
 
 from .datasets import EDXMaps
 from .modelfile import load_model, save_model
@@ -157,6 +157,5 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
