@@ -219,8 +219,7 @@ def load_dataset(name_or_path="mini", version: str = "latest", split: str | None
     >>> ds = load_dataset("mini", split="test")  # embedded: works offline
     >>> ds.noisy.isel(sample=0, element=0, angle=7).values.sum()  # doctest: +SKIP
     """
-    if split is not None and split not in schema.SPLITS:
-        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(schema.SPLITS)}")
+    schema.check_split(split)
     parts = [open_file(p, noise) for p in resolve(name_or_path, version, cache_dir)]
     if len(parts) == 1:
         ds = parts[0]

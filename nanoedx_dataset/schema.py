@@ -17,7 +17,7 @@ import h5netcdf
 import h5py
 import numpy as np
 
-from .errors import DatasetNotFoundError, SchemaError
+from .errors import ConfigError, DatasetNotFoundError, SchemaError
 
 FORMAT_NAME = "nanoedx"
 FORMAT_VERSION = "1.0"
@@ -178,6 +178,12 @@ def open_database(path, mode: str = "r", complete: bool = True) -> h5py.File:
         raise SchemaError(f"{path} is an unfinished database; finish it with "
                           "`nanoedx generate ... --resume`")
     return f
+
+
+def check_split(split: str | None) -> None:
+    """Refuse a split name other than None, train, val or test."""
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
 
 
 def strings(ds: h5py.Dataset) -> list[str]:

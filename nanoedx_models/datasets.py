@@ -71,8 +71,7 @@ class _Source:
 class _Base(Dataset):
     def __init__(self, source, split, noise, counts, background, background_fraction, seed,
                  version, cache_dir):
-        if split is not None and split not in schema.SPLITS:
-            raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(schema.SPLITS)}")
+        schema.check_split(split)
         if noise is not None and counts is not None:
             raise ConfigError("give either a stored noise level (noise=) or counts= to draw "
                               "noise on the fly, not both")
@@ -89,7 +88,7 @@ class _Base(Dataset):
                                       "noise on the fly or add it with `nanoedx renoise`")
         else:
             lo, hi = (counts, counts) if np.isscalar(counts) else counts
-            check_dose(lo, 0.0)
+            check_dose(lo, background or 0.0)
             check_dose(hi, 0.0)
             if hi < lo:
                 raise ConfigError(f"counts range must be (low, high), got {counts}")
@@ -97,7 +96,6 @@ class _Base(Dataset):
             if background is not None and background_fraction is not None:
                 raise ConfigError("give background= or background_fraction=, not both")
             self.background, self.background_fraction = background, background_fraction
-            check_dose(1.0, background or 0.0)
         self.split = split
 
     def set_epoch(self, epoch: int) -> None:
