@@ -11,6 +11,8 @@ from nanoedx_dataset.cli import build_parser, run
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.files import atomic_output
 
+from .benchmark import DIMS, benchmark, markdown
+from .denoisers import DENOISERS
 from .inference import denoise
 from .training import train
 
@@ -32,6 +34,17 @@ def _denoise_files(args) -> None:
     with atomic_output(dst) as tmp:
         np.save(tmp, out)
     print(dst)
+
+
+def _benchmark(a) -> None:
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+    board = benchmark(a.data, split=a.split, methods=methods, counts=a.counts,
+                      background=a.background, noise=a.noise, seed=a.seed,
+                      dims=[d.strip() for d in a.dims.split(",")], quick=a.quick,
+                      workers=a.workers, iterations=a.iterations, fit_maps=a.fit_maps,
+                      out=a.out, figures=not a.no_figures, version=a.version)
+    print(markdown(board))
+    print(f"written to {a.out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="pretrained name or model file (default: embedded model)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_denoise_files)
+    p = sub.add_parser("benchmark", help="2D and 3D leaderboard of denoisers on a database",
+                       description="Score denoisers on one map per structure (2D) and on EM "
+                       "reconstructions of denoised tilt series (3D); writes OUT/leaderboard.md, "
+                       "OUT/leaderboard.json, OUT/examples.npz and figures.")
+    p.add_argument("--data", required=True, help="release name, database file or shard folder")
+    p.add_argument("--version", default="latest", help="release version (for a release name)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--methods", help="comma-separated denoisers (default: all); registered: "
+                   f"{', '.join(DENOISERS)}; or unet:MODEL.pt")
+    p.add_argument("--counts", type=float, help="score at this dose, noise drawn on the fly")
+    p.add_argument("--background", type=float, help="on-the-fly background (default 10 %%)")
+    p.add_argument("--noise", help="stored noise level (default: the file's first)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dims", default=",".join(DIMS), help="2d, 3d or 2d,3d (default)")
+    p.add_argument("--quick", action="store_true", help="evenly spaced subsets (minutes)")
+    p.add_argument("--workers", type=int, default=1, help="processes (numbers do not change)")
+    p.add_argument("--iterations", type=int, default=15, help="EM iterations (3D)")
+    p.add_argument("--fit-maps", type=int, help="validation maps for fitted methods")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_benchmark)
     return run(parser, argv)
 
 

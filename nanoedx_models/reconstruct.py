@@ -7,6 +7,8 @@ CUDA code, which kills the process on a machine without a GPU, is never entered.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -16,13 +18,34 @@ from nanoedx_dataset.project import check_angles, system_matrix
 METHODS = ("em", "sirt")
 
 
-def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a / b`` where ``b > 0``, else 0 (``b`` broadcasts against ``a``)."""
-    return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+def _divide(a, b):
+    """``a / b`` where ``b > 0``, else 0 (``b`` broadcasts against ``a``); numpy or torch."""
+    if isinstance(a, np.ndarray):
+        return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+    return (a / b).where(b > 0, 0.0)
+
+
+def _to_torch(a, device):
+    """A scipy CSR matrix or a numpy array as a torch tensor on ``device``."""
+    import torch
+
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    return torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int64)),
+                                   torch.from_numpy(a.indices.astype(np.int64)),
+                                   torch.from_numpy(a.data), size=a.shape, device=device)
+
+
+@lru_cache(maxsize=4)
+def _operators(n: int, angles: tuple[float, ...]):
+    """Forward and back projector (float32 CSR) and their column/row sums, built once."""
+    w = system_matrix(n, angles).astype(np.float32)
+    return (w, w.T.tocsr(), np.asarray(w.sum(axis=0)).ravel()[:, None],
+            np.asarray(w.sum(axis=1)).ravel()[:, None])
 
 
 def reconstruct(series, angles, iterations: int = 15, method: str = "em",
-                progress: bool = False) -> np.ndarray:
+                progress: bool = False, device: str | None = None) -> np.ndarray:
     """Reconstruct a volume from a tilt series.
 
     Parameters
@@ -39,6 +62,9 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         with negatives clipped after each step.
     progress : bool
         Show a progress bar.
+    device : str, optional
+        None: SciPy sparse products on the CPU. ``"cuda"`` (or ``"cpu"``): the same iterations
+        with torch sparse CSR tensors on that device.
 
     Returns
     -------
@@ -61,16 +87,20 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
     if method == "em" and np.any(b < 0):
         raise ConfigError("EM needs non-negative data (counts); use method='sirt' or clip")
     n_ang, n_y, n = b.shape
-    w = system_matrix(n, tuple(float(a) for a in ang)).astype(np.float64)
-    wt = w.T.tocsr()
-    data = b.transpose(0, 2, 1).reshape(n_ang * n, n_y)  # (angle * u, y)
-    col_sums = np.asarray(w.sum(axis=0)).ravel()[:, None]  # (z * x, 1)
-    row_sums = np.asarray(w.sum(axis=1)).ravel()[:, None]
-    x = np.ones((n * n, n_y)) if method == "em" else np.zeros((n * n, n_y))
+    w, wt, col_sums, row_sums = _operators(n, tuple(float(a) for a in ang))
+    data = b.transpose(0, 2, 1).reshape(n_ang * n, n_y).astype(np.float32)  # (angle * u, y)
+    x = np.full((n * n, n_y), 1.0 if method == "em" else 0.0, np.float32)
+    if device is not None:
+        from .training import pick_device
+
+        dev = pick_device(device)
+        w, wt, col_sums, row_sums, data, x = (_to_torch(a, dev) for a in
+                                              (w, wt, col_sums, row_sums, data, x))
     for _ in tqdm(range(iterations), desc=f"{method} ", disable=not progress, leave=False):
         if method == "em":
-            x *= _divide(wt @ _divide(data, w @ x), col_sums)
+            x = x * _divide(wt @ _divide(data, w @ x), col_sums)
         else:
-            x += _divide(wt @ _divide(data - w @ x, row_sums), col_sums)
-            np.maximum(x, 0, out=x)
-    return np.ascontiguousarray(x.reshape(n, n, n_y).transpose(0, 2, 1)).astype(np.float32)
+            x = (x + _divide(wt @ _divide(data - w @ x, row_sums), col_sums)).clip(0)
+    if device is not None:
+        x = x.cpu().numpy()
+    return np.ascontiguousarray(x.reshape(n, n, n_y).transpose(0, 2, 1))

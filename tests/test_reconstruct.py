@@ -65,3 +65,13 @@ def test_bad_tilt_series_are_refused(series, angles, match):
         reconstruct(series, angles)
     with pytest.raises(ConfigError, match="unknown method 'art'"):
         reconstruct(np.ones((16, 8, 8)), DEFAULT_ANGLES, method="art")
+
+
+@pytest.mark.filterwarnings("ignore:Sparse")
+@pytest.mark.parametrize("method", ["em", "sirt"])
+def test_torch_path_matches_scipy(phantom, method):
+    _, proj = phantom
+    ref = reconstruct(proj[0], DEFAULT_ANGLES, method=method)
+    rec = reconstruct(proj[0], DEFAULT_ANGLES, method=method, device="cpu")
+    assert rec.dtype == np.float32 and rec.shape == ref.shape
+    np.testing.assert_allclose(rec, ref, rtol=1e-3, atol=1e-4 * ref.max())

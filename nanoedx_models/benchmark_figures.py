@@ -1,0 +1,133 @@
+"""Figures of a leaderboard, like the paper's Fig. 2 and 3, plus nMAE against dose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nanoedx_dataset.files import atomic_output
+
+ORTHO = ("z (xy plane)", "y (xz plane)", "x (yz plane)")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    _pyplot().close(fig)
+
+
+def _ok(board: dict, key: str) -> list[dict]:
+    return [r for r in board["rows"] if r["status"] == "ok" and r[key] is not None]
+
+
+def _subtitle(board: dict) -> str:
+    return (f"{board['data']['source']} {board['split']}, {board['counts']:g} + "
+            f"{board['background']:g} counts{' (quick)' if board['quick'] else ''}")
+
+
+def bar_chart(board: dict, dim: str, path: Path) -> None:
+    """nMAE per method as bars with ±1 std error bars (Fig. 2b for 2d, Fig. 3b for 3d)."""
+    plt = _pyplot()
+    rows = sorted(_ok(board, f"nmae{dim}_mean"), key=lambda r: r[f"nmae{dim}_mean"])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))
+    ax.barh(y, [r[f"nmae{dim}_mean"] for r in rows], xerr=[r[f"nmae{dim}_std"] for r in rows],
+            color=["C3" if r["method"].startswith("unet") else "C0" for r in rows], capsize=3)
+    ax.set_yticks(y, [r["method"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{dim.upper()} nMAE (%), mean ± std, lower is better")
+    n = board["n_maps_2d"] if dim == "2d" else board["n_structures_3d"]
+    ax.set_title(f"{dim.upper()}: {n} {'maps' if dim == '2d' else 'structures'}, "
+                 f"{_subtitle(board)}", fontsize=9)
+    _save(fig, path)
+
+
+def example_maps(board: dict, examples: dict, path: Path) -> None:
+    """Noisy map, each method's output and the ground truth of one test map (Fig. 2a)."""
+    plt = _pyplot()
+    names = [r["method"] for r in _ok(board, "nmae2d_mean") if f"2d/{r['method']}" in examples]
+    panels = [("noisy counts", examples["2d/_noisy"])] + [
+        (n, examples[f"2d/{n}"]) for n in names] + [("ground truth", examples["2d/_truth"])]
+    cols = min(len(panels), 5)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
+    vmax = float(examples["2d/_truth"].max())
+    for ax, (title, img) in zip(axes.flat, panels):
+        ax.imshow(img, cmap="inferno", vmin=0, vmax=vmax if title != "noisy counts" else None)
+        ax.set_title(title, fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(f"One test map, {_subtitle(board)}", fontsize=9)
+    _save(fig, path)
+
+
+def example_orthoslices(board: dict, examples: dict, path: Path) -> None:
+    """Central orthoslices of one structure's EM reconstruction per method (Fig. 3a)."""
+    plt = _pyplot()
+    names = [r["method"] for r in _ok(board, "nmae3d_mean") if f"3d/{r['method']}" in examples]
+    panels = [(n, examples[f"3d/{n}"]) for n in names] + [("reference", examples["3d/_truth"])]
+    fig, axes = plt.subplots(3, len(panels), figsize=(1.9 * len(panels), 6), squeeze=False)
+    vmax = float(examples["3d/_truth"].max())
+    for j, (title, slices) in enumerate(panels):
+        for i in range(3):
+            axes[i, j].imshow(slices[i], cmap="inferno", vmin=0, vmax=vmax)
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[0, j].set_title(title, fontsize=7)
+    for i, label in enumerate(ORTHO):
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    fig.suptitle(f"EM ({board['iterations']} it.) of one test structure, {_subtitle(board)}",
+                 fontsize=9)
+    _save(fig, path)
+
+
+def dose_figure(boards: list[dict], path: Path, dim: str = "2d") -> None:
+    """nMAE against signal counts per map, one line per method, from leaderboards at doses."""
+    plt = _pyplot()
+    boards = sorted(boards, key=lambda b: b["counts"])
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    methods = [r["method"] for r in boards[0]["rows"]]
+    for k, name in enumerate(methods):
+        pts = [(b["counts"], r[f"nmae{dim}_mean"], r[f"nmae{dim}_std"]) for b in boards
+               for r in b["rows"] if r["method"] == name and r["status"] == "ok"]
+        if not pts:
+            continue
+        c, m, s = map(np.array, zip(*pts))
+        ax.errorbar(c, m, yerr=s, marker="o", capsize=3, label=name, color=f"C{k % 10}",
+                    linestyle="-" if name.startswith("unet") else "--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("signal counts per map (background 10 %)")
+    ax.set_ylabel(f"{dim.upper()} nMAE (%), lower is better")
+    ax.set_title(f"{dim.upper()} nMAE against dose, {boards[0]['data']['source']} "
+                 f"{boards[0]['split']}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def leaderboard_figures(board: dict, examples: dict, out) -> list[Path]:
+    """All figures of one leaderboard into ``out``; returns the paths written."""
+    out = Path(out)
+    written = []
+    for dim in ("2d", "3d"):
+        if _ok(board, f"nmae{dim}_mean"):
+            bar_chart(board, dim, out / f"leaderboard_{dim}.png")
+            written.append(out / f"leaderboard_{dim}.png")
+    if "2d/_truth" in examples:
+        example_maps(board, examples, out / "leaderboard_maps.png")
+        written.append(out / "leaderboard_maps.png")
+    if "3d/_truth" in examples:
+        example_orthoslices(board, examples, out / "leaderboard_orthoslices.png")
+        written.append(out / "leaderboard_orthoslices.png")
+    return written
