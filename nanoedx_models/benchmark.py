@@ -33,7 +33,7 @@ from .metrics import nmae
 from .reconstruct import reconstruct
 
 DIMS = ("2d", "3d")
-QUICK = {"maps": 24, "structures": 6, "fit_maps": 8}  # --quick: evenly spaced subsets
+QUICK = {"maps": 24, "structures": 4, "fit_maps": 8}  # --quick: evenly spaced subsets
 FIT_MAPS = 30  # validation maps that set a fitted method's parameter
 DEFAULT_METHODS = tuple(DENOISERS)
 
@@ -188,7 +188,7 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
         Picks each structure's 2D map and seeds on-the-fly noise.
     dims : sequence of {"2d", "3d"}
     quick : bool
-        Score evenly spaced subsets (24 maps, 6 structures, 8 validation maps).
+        Score evenly spaced subsets (24 maps, 4 structures, 8 validation maps).
     workers : int
         Processes (one BLAS/torch thread each); does not change the numbers.
     iterations : int
@@ -196,7 +196,8 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     fit_maps : int, optional
         Validation maps for the fitted methods (default 30, 8 with ``quick``).
     out : path-like, optional
-        Folder for ``leaderboard.md``, ``leaderboard.json``, ``examples.npz`` and, with
+        Folder for ``leaderboard.md``, ``leaderboard.json``, ``leaderboard_examples.npz``
+        (the example outputs) and, with
         ``figures``, the PNG figures.
     progress : bool
     version : str
@@ -329,7 +330,7 @@ def markdown(board: dict) -> str:
 
 
 def write(board: dict, out, examples: dict | None = None, figures: bool = False) -> None:
-    """Write ``leaderboard.md``, ``leaderboard.json`` (and ``examples.npz``, figures) to ``out``."""
+    """Write ``leaderboard.{md,json}`` (and the examples, figures) into the folder ``out``."""
     from pathlib import Path
 
     out = Path(out)
@@ -339,7 +340,7 @@ def write(board: dict, out, examples: dict | None = None, figures: bool = False)
     with atomic_output(out / "leaderboard.md") as tmp:
         tmp.write_text(markdown(board))
     if examples:
-        with atomic_output(out / "examples.npz") as tmp:
+        with atomic_output(out / "leaderboard_examples.npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **examples)
     if figures:

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("benchmark", help="2D and 3D leaderboard of denoisers on a database",
                        description="Score denoisers on one map per structure (2D) and on EM "
                        "reconstructions of denoised tilt series (3D); writes OUT/leaderboard.md, "
-                       "OUT/leaderboard.json, OUT/examples.npz and figures.")
+                       "OUT/leaderboard.json, OUT/leaderboard_examples.npz and figures.")
     p.add_argument("--data", required=True, help="release name, database file or shard folder")
     p.add_argument("--version", default="latest", help="release version (for a release name)")
     p.add_argument("--split", default="test")

@@ -29,6 +29,7 @@ from nanoedx_dataset.errors import ConfigError, MissingExtraError
 from .classical import GAUSSIAN_SIGMA, gaussian, oracle, remove_background
 
 Fn = Callable[[np.ndarray, float, float], np.ndarray]
+FIT_XATOL = 0.03  # Brent's tolerance on log(parameter) for fitted methods: 3 % of the value
 MODES = ("fixed", "oracle", "fitted")
 
 
@@ -57,7 +58,7 @@ class Denoiser:
             return float(np.mean(list(mapper(_mae, jobs))))
 
         res = minimize_scalar(loss, bounds=np.log(self.bounds), method="bounded",
-                              options={"xatol": 1e-2})
+                              options={"xatol": FIT_XATOL})
         return float(np.exp(res.x))
 
     def __call__(self, counts: np.ndarray, background: float, parameter: float | None = None,

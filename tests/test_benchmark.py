@@ -90,8 +90,8 @@ def test_cli_prints_the_table(tiny_db, tmp_path, capsys):
                  "--dims", "2d", "--no-figures", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| 1 | gaussian-oracle |" in printed and "| 2 | noisy |" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["examples.npz", "leaderboard.json",
-                                                    "leaderboard.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["leaderboard.json", "leaderboard.md",
+                                                    "leaderboard_examples.npz"]
 
 
 @pytest.mark.parametrize("args,match", [
