@@ -8,8 +8,11 @@ from the distance and the surface normal (the exact fraction of a unit cube belo
 That fraction is exact wherever the surface is flat at the scale of a voxel, and close to it
 on curved surfaces and rounded edges; only voxels cut by a sharp edge or corner are approximate.
 
-Backends are registered by name in :data:`BACKENDS`: a second one (the paper's Blender + VTK mesh
-path) plugs in with :func:`register_backend` and is chosen with ``voxelize(..., backend=name)``.
+Backends are registered by name in :data:`BACKENDS` with :func:`register_backend` and chosen with
+``voxelize(..., backend=name)``: ``blender`` is the paper's path (Blender meshes voxelized with
+VTK, :mod:`nanoedx_dataset.blender`, an optional extra). Every backend turns the occupancies of
+a particle's parts into elements with the same :func:`compose`, so the core-shell interface is
+blurred identically.
 """
 
 from __future__ import annotations
@@ -26,21 +29,38 @@ BLOCK = 4
 _HALF_DIAG = 3**0.5 / 2
 _CHUNK = 1 << 17
 
-Backend = Callable[[ParticleSpec, int], np.ndarray]
+Backend = Callable[..., np.ndarray]  # fn(spec, size, mesh_dir=None) -> (element, z, y, x)
 BACKENDS: dict[str, Backend] = {}
+_CHECKS: dict[str, Callable[[], None]] = {}
 
 
-def register_backend(name: str) -> Callable[[Backend], Backend]:
-    """Register ``fn(spec, size) -> occupancy (element, z, y, x)`` as a voxelization backend."""
+def register_backend(name: str, check: Callable[[], None] | None = None
+                     ) -> Callable[[Backend], Backend]:
+    """Register ``fn(spec, size, mesh_dir=None) -> occupancy (element, z, y, x)`` as a backend.
+
+    ``check()``, if given, raises (e.g. :class:`~nanoedx_dataset.errors.MissingExtraError`)
+    when the backend cannot run here; it is called before any work starts.
+    """
 
     def deco(fn: Backend) -> Backend:
         BACKENDS[name] = fn
+        if check is not None:
+            _CHECKS[name] = check
         return fn
 
     return deco
 
 
-def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic") -> np.ndarray:
+def check_backend(name: str) -> None:
+    """Raise :class:`ConfigError` for an unknown backend, or the backend's own error if it
+    cannot run here (a missing optional extra)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    _CHECKS.get(name, lambda: None)()
+
+
+def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic",
+             mesh_dir=None) -> np.ndarray:
     """Occupancy of each element of a particle on a ``size``^3 grid.
 
     Parameters
@@ -50,7 +70,12 @@ def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic") -> np.nda
     size : int
         Voxels along each axis; the grid spans the field of view.
     backend : str
-        A name of :data:`BACKENDS` (``"analytic"`` by default).
+        A name of :data:`BACKENDS`: ``"analytic"`` (the default, exact signed distances) or
+        ``"blender"`` (the paper's Blender meshes voxelized with VTK; needs
+        ``pip install "nanoedx[blender]"``).
+    mesh_dir : path-like, optional
+        With a mesh backend, also save the particle's meshes there (see
+        :func:`nanoedx_dataset.blender.save_meshes`).
 
     Returns
     -------
@@ -58,9 +83,8 @@ def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic") -> np.nda
         Occupancy fraction in [0, 1] of elements :data:`~nanoedx_dataset.specs.ELEMENTS`, axes
         (element, z, y, x). The two elements never sum to more than 1 in a voxel.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    return BACKENDS[backend](spec, size)
+    check_backend(backend)
+    return BACKENDS[backend](spec, size, mesh_dir=mesh_dir)
 
 
 def _grid(idx: np.ndarray, size: int) -> np.ndarray:
@@ -151,17 +175,31 @@ def _partial(sdf: SDF, idx: np.ndarray, dist: np.ndarray, size: int) -> np.ndarr
     return cube_fraction(dist, normal).astype(np.float32)
 
 
-@register_backend("analytic")
-def _analytic(spec: ParticleSpec, size: int) -> np.ndarray:
-    parts = spec.sdfs()
+def compose(spec: ParticleSpec, size: int, part: Callable[[str], np.ndarray]) -> np.ndarray:
+    """Per-element occupancy of a particle from the occupancies of its parts.
+
+    Parameters
+    ----------
+    spec : ParticleSpec
+    size : int
+    part : callable
+        ``part(name) -> (size, size, size)`` occupancy in [0, 1] of the part ``name`` of
+        :meth:`ParticleSpec.sdfs`: ``"outer"``, ``"core"`` (core-shell) or ``"wall"`` (hollow).
+
+    Returns
+    -------
+    ndarray, shape (2, size, size, size), float32
+        As :func:`voxelize`: the core of a core-shell particle is Gaussian-blurred with the
+        spec's ``blur`` (mimicking partial alloying) and kept inside the particle.
+    """
     out = np.zeros((len(ELEMENTS), size, size, size), dtype=np.float32)
     if spec.kind == "solid":
-        out[0] = occupancy(parts["outer"], size)
+        out[0] = part("outer")
     elif spec.kind == "hollow":
-        out[0] = occupancy(parts["wall"], size)
+        out[0] = part("wall")
     else:  # core_shell: blur the core's interface, keep it inside the particle
-        total = occupancy(parts["outer"], size)
-        core = occupancy(parts["core"], size)
+        total = part("outer")
+        core = part("core")
         sigma = spec.inner["blur"] * size
         if sigma > 0:
             core = ndimage.gaussian_filter(core, sigma, mode="constant", truncate=3.0)
@@ -169,3 +207,16 @@ def _analytic(spec: ParticleSpec, size: int) -> np.ndarray:
         out[0] = total - core
         out[1] = core
     return out
+
+
+@register_backend("analytic")
+def _analytic(spec: ParticleSpec, size: int, mesh_dir=None) -> np.ndarray:
+    if mesh_dir is not None:
+        raise ConfigError("the analytic backend builds no meshes to save; mesh_dir needs "
+                          "backend='blender' (--backend blender)")
+    parts = spec.sdfs()
+    return compose(spec, size, lambda name: occupancy(parts[name], size))
+
+
+# The paper's mesh path registers itself here; bpy and vtk are imported only when it runs.
+from . import blender  # noqa: E402,F401
