@@ -270,7 +270,7 @@ def save_meshes(parts: dict[str, Mesh], folder, index: int, suffix: str = ".stl"
             for p, f in names.items()]
 
 
-@register_backend("blender", check=check)
+@register_backend("blender", check=check, meshes=True)
 def _blender(spec: ParticleSpec, size: int, mesh_dir=None) -> np.ndarray:
     parts = particle_meshes(spec)
     for name, m in parts.items():

@@ -31,21 +31,25 @@ _CHUNK = 1 << 17
 
 Backend = Callable[..., np.ndarray]  # fn(spec, size, mesh_dir=None) -> (element, z, y, x)
 BACKENDS: dict[str, Backend] = {}
+MESH_BACKENDS: set[str] = set()  # backends that build meshes (and can save them)
 _CHECKS: dict[str, Callable[[], None]] = {}
 
 
-def register_backend(name: str, check: Callable[[], None] | None = None
-                     ) -> Callable[[Backend], Backend]:
+def register_backend(name: str, check: Callable[[], None] | None = None,
+                     meshes: bool = False) -> Callable[[Backend], Backend]:
     """Register ``fn(spec, size, mesh_dir=None) -> occupancy (element, z, y, x)`` as a backend.
 
     ``check()``, if given, raises (e.g. :class:`~nanoedx_dataset.errors.MissingExtraError`)
-    when the backend cannot run here; it is called before any work starts.
+    when the backend cannot run here; it is called before any work starts. ``meshes``: the
+    backend builds meshes and saves them in ``mesh_dir`` when given one.
     """
 
     def deco(fn: Backend) -> Backend:
         BACKENDS[name] = fn
         if check is not None:
             _CHECKS[name] = check
+        if meshes:
+            MESH_BACKENDS.add(name)
         return fn
 
     return deco
@@ -57,6 +61,14 @@ def check_backend(name: str) -> None:
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     _CHECKS.get(name, lambda: None)()
+
+
+def check_mesh_backend(name: str) -> None:
+    """Refuse to save meshes with a backend that builds none."""
+    check_backend(name)
+    if name not in MESH_BACKENDS:
+        raise ConfigError(f"the {name} backend builds no meshes to save; a mesh folder needs "
+                          f"one of: {', '.join(sorted(MESH_BACKENDS))} (--backend blender)")
 
 
 def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic",
@@ -83,7 +95,10 @@ def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic",
         Occupancy fraction in [0, 1] of elements :data:`~nanoedx_dataset.specs.ELEMENTS`, axes
         (element, z, y, x). The two elements never sum to more than 1 in a voxel.
     """
-    check_backend(backend)
+    if mesh_dir is None:
+        check_backend(backend)
+    else:
+        check_mesh_backend(backend)
     return BACKENDS[backend](spec, size, mesh_dir=mesh_dir)
 
 
@@ -211,9 +226,6 @@ def compose(spec: ParticleSpec, size: int, part: Callable[[str], np.ndarray]) ->
 
 @register_backend("analytic")
 def _analytic(spec: ParticleSpec, size: int, mesh_dir=None) -> np.ndarray:
-    if mesh_dir is not None:
-        raise ConfigError("the analytic backend builds no meshes to save; mesh_dir needs "
-                          "backend='blender' (--backend blender)")
     parts = spec.sdfs()
     return compose(spec, size, lambda name: occupancy(parts[name], size))
 
