@@ -102,6 +102,33 @@ def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic",
     return BACKENDS[backend](spec, size, mesh_dir=mesh_dir)
 
 
+def agreement(ref: np.ndarray, other: np.ndarray) -> list[dict]:
+    """How two voxelizations of one particle agree, element by element.
+
+    Parameters
+    ----------
+    ref, other : ndarray, shape (element, z, y, x)
+        Occupancies in [0, 1] (e.g. the analytic and the blender backend's).
+
+    Returns
+    -------
+    list of dict
+        One per element present in either: ``element`` (index), ``iou`` (intersection over
+        union of the voxels with occupancy > 0.5) and ``sum_diff`` (relative difference of the
+        occupancy sums, ``other / ref - 1``).
+    """
+    out = []
+    for e in range(ref.shape[0]):
+        a, b = ref[e] > 0.5, other[e] > 0.5
+        total_a, total_b = (float(v[e].sum(dtype=np.float64)) for v in (ref, other))
+        if total_a == 0 and total_b == 0:
+            continue
+        union = int((a | b).sum())
+        out.append({"element": e, "iou": int((a & b).sum()) / union if union else 1.0,
+                    "sum_diff": total_b / total_a - 1 if total_a else np.inf})
+    return out
+
+
 def _grid(idx: np.ndarray, size: int) -> np.ndarray:
     """World coordinates (field units) of voxel indices ``idx`` (M, 3)."""
     return (idx - (size - 1) / 2) / size
