@@ -239,7 +239,8 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
         counts_ds = f[tag][schema.NOISY_FIELD.name]
         bar = tqdm(total=cfg.n, initial=cfg.n - len(todo), desc=f"generate {out.name}",
                    unit="sample", disable=not progress)
-        for s in _map(make_sample, [(cfg, i, mesh_dir) for i in todo], workers):
+        extra = () if mesh_dir is None else (mesh_dir,)
+        for s in _map(make_sample, [(cfg, i, *extra) for i in todo], workers):
             write_sample(f, counts_ds, s)
             bar.update()
         bar.close()

@@ -129,6 +129,19 @@ def agreement(ref: np.ndarray, other: np.ndarray) -> list[dict]:
     return out
 
 
+def sampled_volume(sdf: SDF, size: int, supersample: int = 8) -> float:
+    """Volume (voxels) of ``sdf < 0`` by point sampling ``supersample``^3 points per voxel.
+
+    A slow, rule-free reference for checking voxelizers (no partial-volume model).
+    """
+    fine = (np.arange(size * supersample) + 0.5) / (size * supersample) - 0.5
+    plane = np.stack(np.meshgrid(fine, fine, indexing="ij"), -1).reshape(-1, 2)
+    inside = 0
+    for z in fine:
+        inside += int((sdf(np.column_stack([np.full(len(plane), z), plane])) < 0).sum())
+    return inside / supersample**3
+
+
 def _grid(idx: np.ndarray, size: int) -> np.ndarray:
     """World coordinates (field units) of voxel indices ``idx`` (M, 3)."""
     return (idx - (size - 1) / 2) / size

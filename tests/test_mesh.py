@@ -27,7 +27,7 @@ from nanoedx_dataset.meshes import (  # noqa: E402
     Mesh, check_closed, fit_to_field, occupancy, read_mesh, write_mesh,
 )
 from nanoedx_dataset.specs import KINDS  # noqa: E402
-from nanoedx_dataset.voxelize import agreement  # noqa: E402
+from nanoedx_dataset.voxelize import agreement, sampled_volume  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -166,16 +166,6 @@ def test_same_seed_same_particles_and_saved_meshes(tmp_path):
     assert occupancy(first, 32).sum() == pytest.approx(
         db.volume.values[0].sum() if kinds[0] != "core_shell" else db.volume.values[0].sum(),
         rel=0.01)
-
-
-def sampled_volume(sdf, size: int, s: int = 8) -> float:
-    """Voxels inside ``sdf < 0`` counted on a grid ``s`` times finer (the exact-volume check)."""
-    fine = (np.arange(size * s) + 0.5) / (size * s) - 0.5
-    inside = 0
-    for z in fine:
-        g = np.stack(np.meshgrid([z], fine, fine, indexing="ij"), -1).reshape(-1, 3)
-        inside += int((sdf(g) < 0).sum())
-    return inside / s**3
 
 
 def test_needle_core_mesh_volume_is_exact_where_the_backends_differ_most():
