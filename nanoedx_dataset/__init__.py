@@ -3,10 +3,10 @@
 Make, store and read the database of Skorikov et al., Nanoscale 2021: randomized nanoparticle
 shapes, their voxel volumes, parallel-beam tilt series and Poisson-noised EDX maps.
 
-Public entry points: :func:`generate`, :func:`renoise`, :func:`verify`, :func:`info`,
-:func:`preview`, :func:`load_dataset`, :func:`publish`, plus the building blocks
-:func:`draw_spec`, :func:`voxelize`, :func:`project`
-and :func:`add_noise`.
+Public entry points: :func:`generate`, :func:`generate_from_mesh`, :func:`renoise`,
+:func:`verify`, :func:`info`, :func:`preview`, :func:`load_dataset`, :func:`publish`, plus the
+building blocks :func:`draw_spec`, :func:`voxelize`, :func:`project` and :func:`add_noise`
+(and :func:`voxelize_mesh` for a mesh file; the ``blender`` extra).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -20,7 +20,8 @@ from .errors import (  # noqa: E402
     ConfigError, DatasetNotFoundError, MissingExtraError, NanoEDXError, OutputExistsError,
     SchemaError,
 )
-from .generator import generate, renoise  # noqa: E402
+from .generator import generate, generate_from_mesh, renoise  # noqa: E402
+from .meshes import voxelize_mesh  # noqa: E402
 from .report import info, verify  # noqa: E402
 from .noise import add_noise, downsample_counts, expected_signal  # noqa: E402
 from .figures import preview  # noqa: E402
@@ -33,6 +34,7 @@ from .voxelize import voxelize  # noqa: E402
 __all__ = [
     "ConfigError", "DatasetNotFoundError", "MissingExtraError", "NanoEDXError",
     "OutputExistsError", "ParticleSpec", "SchemaError", "__version__", "add_noise",
-    "downsample_counts", "draw_spec", "expected_signal", "generate", "info", "load_dataset",
-    "preview", "project", "publish", "renoise", "verify", "voxelize",
+    "downsample_counts", "draw_spec", "expected_signal", "generate", "generate_from_mesh", "info",
+    "load_dataset", "preview", "project", "publish", "renoise", "verify", "voxelize",
+    "voxelize_mesh",
 ]

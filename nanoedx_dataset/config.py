@@ -10,7 +10,7 @@ import numpy as np
 from . import project
 from .errors import ConfigError
 from .noise import check_dose
-from .voxelize import BACKENDS
+from .voxelize import check_backend
 
 MIN_SIZE = 16
 
@@ -52,9 +52,7 @@ class GenerationConfig:
             raise ConfigError(f"n must be at least 1 sample, got {self.n}")
         if int(self.size) < MIN_SIZE:
             raise ConfigError(f"size must be at least {MIN_SIZE} voxels, got {self.size}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {self.backend!r}; choose one of: "
-                              f"{', '.join(BACKENDS)}")
+        check_backend(self.backend)
         counts, background = check_dose(self.counts, self.background)
         angles = tuple(float(a) for a in project.check_angles(self.angles))
         return replace(self, n=int(self.n), size=int(self.size), angles=angles, counts=counts,

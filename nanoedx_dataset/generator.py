@@ -11,6 +11,7 @@ so the same seed and config give bit-identical arrays with any number of workers
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -30,7 +31,7 @@ from .errors import ConfigError, OutputExistsError
 from .noise import add_noise, check_dose, noise_tag
 from .project import project
 from .specs import ELEMENTS, draw_spec
-from .voxelize import voxelize
+from .voxelize import check_mesh_backend, voxelize
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,22 @@ def splits(n: int, seed: int) -> np.ndarray:
     return out
 
 
-def make_sample(cfg: GenerationConfig, index: int) -> Sample:
-    """Compute every array of sample ``index`` (no I/O)."""
+def make_sample(cfg: GenerationConfig, index: int, mesh_dir=None) -> Sample:
+    """Compute every array of sample ``index`` (no I/O but the meshes saved in ``mesh_dir``)."""
     t0 = time.perf_counter()
     spec = draw_spec(cfg.seed, index)
-    occ = voxelize(spec, cfg.size, backend=cfg.backend)
-    volume = np.rint(occ / schema.VOLUME_SCALE).astype(np.uint8)
+    occ = voxelize(spec, cfg.size, backend=cfg.backend, mesh_dir=mesh_dir)
+    seconds = time.perf_counter() - t0
+    s = sample_from_occupancy(cfg, index, occ, spec.to_json(), spec.family, spec.kind)
+    s.seconds = {"voxelize": seconds, **s.seconds}
+    return s
+
+
+def sample_from_occupancy(cfg: GenerationConfig, index: int, occ: np.ndarray, params: str,
+                          family: str, kind: str) -> Sample:
+    """Quantize an occupancy (element, z, y, x), project it and noise the projections."""
     t1 = time.perf_counter()
+    volume = np.rint(occ / schema.VOLUME_SCALE).astype(np.uint8)
     # Project the stored (quantized) occupancy, so projections and volume agree exactly.
     # An absent element (the core of a solid particle) projects to zeros: skip it.
     proj = np.zeros((len(ELEMENTS), len(cfg.angles), cfg.size, cfg.size), np.float32)
@@ -89,8 +99,8 @@ def make_sample(cfg: GenerationConfig, index: int) -> Sample:
     rng = noise_rng(noise_seed(cfg.seed, cfg.counts, cfg.background), index)
     noisy = add_noise(proj, cfg.counts, cfg.background, rng)
     t3 = time.perf_counter()
-    return Sample(index, spec.to_json(), spec.family, spec.kind, volume, proj, noisy,
-                  {"voxelize": t1 - t0, "project": t2 - t1, "noise": t3 - t2})
+    return Sample(index, params, family, kind, volume, proj, noisy,
+                  {"project": t2 - t1, "noise": t3 - t2})
 
 
 def write_sample(f: h5py.File, counts_ds: h5py.Dataset, s: Sample) -> None:
@@ -132,11 +142,30 @@ def _partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    if not out.parent.is_dir():
+        raise ConfigError(f"the output folder {out.parent} does not exist; create it first")
+
+
+def _create(partial: Path, cfg: GenerationConfig) -> None:
+    """An empty database for ``cfg`` at ``partial``, with its noise level's group."""
+    partial.unlink(missing_ok=True)
+    attrs = {"dataset_version": cfg.dataset_version, "generator_version": __version__,
+             "config": cfg.to_json(), "created": _created(), "complete": np.int8(0)}
+    schema.create(partial, cfg.n, cfg.size, np.array(cfg.angles), ELEMENTS, attrs)
+    schema.create_noise_group(partial, noise_tag(cfg.counts, cfg.background),
+                              {"counts": cfg.counts, "background": cfg.background,
+                               "seed": noise_seed(cfg.seed, cfg.counts, cfg.background)})
+
+
 def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
              size: int | None = None, counts: float | None = None,
              background: float | None = None, angles=None, seed: int | None = None,
              backend: str | None = None, dataset_version: str | None = None, workers: int = 1,
-             overwrite: bool = False, resume: bool = False, progress: bool = True) -> Path:
+             overwrite: bool = False, resume: bool = False, progress: bool = True,
+             mesh_dir=None) -> Path:
     """Generate a simulated EDX tomography database.
 
     Parameters
@@ -157,6 +186,10 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
         Continue an interrupted run of the same config from ``<out>.partial``.
     progress : bool
         Show a tqdm progress bar.
+    mesh_dir : path-like, optional
+        With ``backend="blender"``, also save every particle's meshes (binary STL) in this
+        folder (created if missing): ``sample000012_particle.stl`` and, for a core-shell
+        particle, ``sample000012_core.stl``.
 
     Returns
     -------
@@ -179,13 +212,13 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     partial = _partial_path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    _check_output(out, overwrite)
     if partial.exists() and not (resume or overwrite):
         raise OutputExistsError(f"an interrupted run left {partial}; pass --resume to continue "
                                 "it or --overwrite to start over")
-    if not out.parent.is_dir():
-        raise ConfigError(f"the output folder {out.parent} does not exist; create it first")
+    if mesh_dir is not None:
+        check_mesh_backend(cfg.backend)
+        Path(mesh_dir).mkdir(parents=True, exist_ok=True)
 
     if resume and partial.exists():
         with schema.open_database(partial, complete=False) as f:
@@ -196,14 +229,7 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
             todo = [int(i) for i in np.flatnonzero(f["written"][:] != 1)]
         log.info("resuming %s: %d of %d samples left", partial, len(todo), cfg.n)
     else:
-        partial.unlink(missing_ok=True)
-        attrs = {"dataset_version": cfg.dataset_version, "generator_version": __version__,
-                 "config": cfg.to_json(), "created": _created(),
-                 "complete": np.int8(0)}
-        schema.create(partial, cfg.n, cfg.size, np.array(cfg.angles), ELEMENTS, attrs)
-        schema.create_noise_group(partial, noise_tag(cfg.counts, cfg.background),
-                                  {"counts": cfg.counts, "background": cfg.background,
-                                   "seed": noise_seed(cfg.seed, cfg.counts, cfg.background)})
+        _create(partial, cfg)
         with h5py.File(partial, "r+") as f:
             f["split"][:] = splits(cfg.n, cfg.seed)
         todo = list(range(cfg.n))
@@ -213,13 +239,88 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
         counts_ds = f[tag][schema.NOISY_FIELD.name]
         bar = tqdm(total=cfg.n, initial=cfg.n - len(todo), desc=f"generate {out.name}",
                    unit="sample", disable=not progress)
-        for s in _map(make_sample, [(cfg, i) for i in todo], workers):
+        extra = () if mesh_dir is None else (mesh_dir,)
+        for s in _map(make_sample, [(cfg, i, *extra) for i in todo], workers):
             write_sample(f, counts_ds, s)
             bar.update()
         bar.close()
         f.attrs["complete"] = np.int8(1)
     schema.replace_atomically(partial, out)
     return out
+
+
+def write_one(out, cfg: GenerationConfig, occ: np.ndarray, params: str, family: str,
+              kind: str = "solid", split: str = "test", overwrite: bool = False) -> Path:
+    """Write a one-sample database from an occupancy computed elsewhere (e.g. a mesh file).
+
+    Parameters
+    ----------
+    out : path-like
+        The HDF5 file to write (atomically: ``<out>.partial``, then renamed).
+    cfg : GenerationConfig
+        Size, angles, noise level and seed (``n`` must be 1).
+    occ : ndarray, shape (2, size, size, size)
+        Occupancy in [0, 1] of each element, axes (element, z, y, x).
+    params, family, kind, split : str
+        The sample's catalogue row (``params`` a JSON string).
+    overwrite : bool
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``, a complete database that :func:`nanoedx_dataset.load_dataset` opens.
+    """
+    out = Path(out)
+    _check_output(out, overwrite)
+    expected = (len(ELEMENTS),) + (cfg.size,) * 3
+    if cfg.n != 1 or occ.shape != expected:
+        raise ConfigError(f"write_one writes one sample of shape {expected}; got n={cfg.n} and "
+                          f"an occupancy of shape {occ.shape}")
+    sample = sample_from_occupancy(cfg, 0, occ, params, family, kind)
+    partial = _partial_path(out)
+    try:
+        _create(partial, cfg)
+        with h5py.File(partial, "r+") as f:
+            f["split"][:] = [split]
+            tag = schema.noisy_path(noise_tag(cfg.counts, cfg.background))
+            write_sample(f, f[tag][schema.NOISY_FIELD.name], sample)
+            f.attrs["complete"] = np.int8(1)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    schema.replace_atomically(partial, out)
+    return out
+
+
+def generate_from_mesh(mesh, out, size: int, *, extent: float | None = 0.9,
+                       voxel_size: float | None = None, counts: float = 1000.0,
+                       background: float = 100.0, angles=None, seed: int = 0,
+                       overwrite: bool = False) -> Path:
+    """Voxelize a closed mesh file (STL, PLY, OBJ) into a one-sample database.
+
+    The sample has family ``"mesh"``, kind ``solid``, split ``test``; its ``params`` record the
+    file name, SHA-256 and placement. Projections and one noise level are made as by
+    :func:`generate`. See :func:`nanoedx_dataset.meshes.voxelize_mesh` for ``extent`` and
+    ``voxel_size`` (how the mesh is placed in the field); needs ``pip install "nanoedx[blender]"``.
+
+    Returns
+    -------
+    Path
+        ``out``, readable with :func:`nanoedx_dataset.load_dataset`.
+    """
+    from . import meshes
+    from .load import sha256
+
+    cfg = GenerationConfig(n=1, size=size, counts=counts, background=background, seed=seed,
+                           **({"angles": angles} if angles is not None else {})).validate()
+    _check_output(Path(out), overwrite)
+    occ = meshes.voxelize_mesh(mesh, cfg.size, extent=extent, voxel_size=voxel_size)
+    params = json.dumps({"mesh": Path(mesh).name, "sha256": sha256(mesh),
+                         "extent": None if voxel_size is not None else extent,
+                         "voxel_size": voxel_size}, sort_keys=True)
+    return write_one(out, replace(cfg, backend="vtk-mesh"), occ, params, schema.MESH_FAMILY,
+                     overwrite=overwrite)
 
 
 def renoise(path, counts: float, background: float, *, seed: int | None = None,

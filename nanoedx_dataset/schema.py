@@ -26,6 +26,7 @@ VOLUME_SCALE = 1 / 255  # uint8 occupancy -> [0, 1]
 SPLITS = ("train", "val", "test")
 NOISY = "noisy"  # group holding one subgroup per noise level
 PARTIAL_PREFIX = "partial_"  # a noise level being written; renamed when complete
+MESH_FAMILY = "mesh"  # a sample voxelized from a user's mesh file (params: file and placement)
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ FIELDS: tuple[Field, ...] = (
     Field("element", ("element",), STR, "element names: A = the particle's main element "
           "(solid, shell or hollow wall), B = the core of a core-shell particle"),
     Field("angle", ("angle",), "f8", "tilt angle about the y axis", "degree"),
-    Field("family", ("sample",), STR, "shape family (nanoedx_dataset.shapes.FAMILIES)"),
+    Field("family", ("sample",), STR, "shape family (nanoedx_dataset.shapes.FAMILIES), or "
+          f"{MESH_FAMILY!r} for a sample voxelized from a mesh file"),
     Field("kind", ("sample",), STR, "solid, core_shell or hollow"),
     Field("split", ("sample",), STR, "train, val or test (70/15/15, fixed by the seed)"),
     Field("params", ("sample",), STR, "the sample's JSON spec (ParticleSpec.to_json)"),
@@ -231,11 +233,16 @@ def problems(f: h5py.File) -> list[str]:
     from . import shapes, specs  # local: schema is imported by them indirectly
 
     cols = {col: strings(f[col]) for col in ("family", "kind", "split", "params")}
-    for col, valid in (("family", shapes.FAMILIES), ("kind", specs.KINDS), ("split", SPLITS)):
+    families = (*shapes.FAMILIES, MESH_FAMILY)
+    for col, valid in (("family", families), ("kind", specs.KINDS), ("split", SPLITS)):
         bad = set(cols[col]) - set(valid)
         if bad:
             out.append(f"{col} holds unknown values {sorted(bad)}; valid: {', '.join(valid)}")
     for i, raw in enumerate(cols["params"]):
+        if cols["family"][i] == MESH_FAMILY:
+            if "mesh" not in _json_object(raw):
+                out.append(f"sample {i}: a mesh sample's params do not name its mesh file")
+            continue
         try:
             spec = specs.ParticleSpec.from_json(raw)
         except ValueError as err:
@@ -269,6 +276,14 @@ def problems(f: h5py.File) -> list[str]:
             out.append(f"noise level {tag!r} has shape {grp[NOISY_FIELD.name].shape}, "
                        f"expected {f['projection'].shape}")
     return out
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def field_table() -> str:

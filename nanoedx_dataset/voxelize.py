@@ -8,8 +8,11 @@ from the distance and the surface normal (the exact fraction of a unit cube belo
 That fraction is exact wherever the surface is flat at the scale of a voxel, and close to it
 on curved surfaces and rounded edges; only voxels cut by a sharp edge or corner are approximate.
 
-Backends are registered by name in :data:`BACKENDS`: a second one (the paper's Blender + VTK mesh
-path) plugs in with :func:`register_backend` and is chosen with ``voxelize(..., backend=name)``.
+Backends are registered by name in :data:`BACKENDS` with :func:`register_backend` and chosen with
+``voxelize(..., backend=name)``: ``blender`` is the paper's path (Blender meshes voxelized with
+VTK, :mod:`nanoedx_dataset.blender`, an optional extra). Every backend turns the occupancies of
+a particle's parts into elements with the same :func:`compose`, so the core-shell interface is
+blurred identically.
 """
 
 from __future__ import annotations
@@ -26,21 +29,50 @@ BLOCK = 4
 _HALF_DIAG = 3**0.5 / 2
 _CHUNK = 1 << 17
 
-Backend = Callable[[ParticleSpec, int], np.ndarray]
+Backend = Callable[..., np.ndarray]  # fn(spec, size, mesh_dir=None) -> (element, z, y, x)
 BACKENDS: dict[str, Backend] = {}
+MESH_BACKENDS: set[str] = set()  # backends that build meshes (and can save them)
+_CHECKS: dict[str, Callable[[], None]] = {}
 
 
-def register_backend(name: str) -> Callable[[Backend], Backend]:
-    """Register ``fn(spec, size) -> occupancy (element, z, y, x)`` as a voxelization backend."""
+def register_backend(name: str, check: Callable[[], None] | None = None,
+                     meshes: bool = False) -> Callable[[Backend], Backend]:
+    """Register ``fn(spec, size, mesh_dir=None) -> occupancy (element, z, y, x)`` as a backend.
+
+    ``check()``, if given, raises (e.g. :class:`~nanoedx_dataset.errors.MissingExtraError`)
+    when the backend cannot run here; it is called before any work starts. ``meshes``: the
+    backend builds meshes and saves them in ``mesh_dir`` when given one.
+    """
 
     def deco(fn: Backend) -> Backend:
         BACKENDS[name] = fn
+        if check is not None:
+            _CHECKS[name] = check
+        if meshes:
+            MESH_BACKENDS.add(name)
         return fn
 
     return deco
 
 
-def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic") -> np.ndarray:
+def check_backend(name: str) -> None:
+    """Raise :class:`ConfigError` for an unknown backend, or the backend's own error if it
+    cannot run here (a missing optional extra)."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    _CHECKS.get(name, lambda: None)()
+
+
+def check_mesh_backend(name: str) -> None:
+    """Refuse to save meshes with a backend that builds none."""
+    check_backend(name)
+    if name not in MESH_BACKENDS:
+        raise ConfigError(f"the {name} backend builds no meshes to save; a mesh folder needs "
+                          f"one of: {', '.join(sorted(MESH_BACKENDS))} (--backend blender)")
+
+
+def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic",
+             mesh_dir=None) -> np.ndarray:
     """Occupancy of each element of a particle on a ``size``^3 grid.
 
     Parameters
@@ -50,7 +82,12 @@ def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic") -> np.nda
     size : int
         Voxels along each axis; the grid spans the field of view.
     backend : str
-        A name of :data:`BACKENDS` (``"analytic"`` by default).
+        A name of :data:`BACKENDS`: ``"analytic"`` (the default, exact signed distances) or
+        ``"blender"`` (the paper's Blender meshes voxelized with VTK; needs
+        ``pip install "nanoedx[blender]"``).
+    mesh_dir : path-like, optional
+        With a mesh backend, also save the particle's meshes there (see
+        :func:`nanoedx_dataset.blender.save_meshes`).
 
     Returns
     -------
@@ -58,9 +95,51 @@ def voxelize(spec: ParticleSpec, size: int, backend: str = "analytic") -> np.nda
         Occupancy fraction in [0, 1] of elements :data:`~nanoedx_dataset.specs.ELEMENTS`, axes
         (element, z, y, x). The two elements never sum to more than 1 in a voxel.
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    return BACKENDS[backend](spec, size)
+    if mesh_dir is None:
+        check_backend(backend)
+    else:
+        check_mesh_backend(backend)
+    return BACKENDS[backend](spec, size, mesh_dir=mesh_dir)
+
+
+def agreement(ref: np.ndarray, other: np.ndarray) -> list[dict]:
+    """How two voxelizations of one particle agree, element by element.
+
+    Parameters
+    ----------
+    ref, other : ndarray, shape (element, z, y, x)
+        Occupancies in [0, 1] (e.g. the analytic and the blender backend's).
+
+    Returns
+    -------
+    list of dict
+        One per element present in either: ``element`` (index), ``iou`` (intersection over
+        union of the voxels with occupancy > 0.5) and ``sum_diff`` (relative difference of the
+        occupancy sums, ``other / ref - 1``).
+    """
+    out = []
+    for e in range(ref.shape[0]):
+        a, b = ref[e] > 0.5, other[e] > 0.5
+        total_a, total_b = (float(v[e].sum(dtype=np.float64)) for v in (ref, other))
+        if total_a == 0 and total_b == 0:
+            continue
+        union = int((a | b).sum())
+        out.append({"element": e, "iou": int((a & b).sum()) / union if union else 1.0,
+                    "sum_diff": total_b / total_a - 1 if total_a else np.inf})
+    return out
+
+
+def sampled_volume(sdf: SDF, size: int, supersample: int = 8) -> float:
+    """Volume (voxels) of ``sdf < 0`` by point sampling ``supersample``^3 points per voxel.
+
+    A slow, rule-free reference for checking voxelizers (no partial-volume model).
+    """
+    fine = (np.arange(size * supersample) + 0.5) / (size * supersample) - 0.5
+    plane = np.stack(np.meshgrid(fine, fine, indexing="ij"), -1).reshape(-1, 2)
+    inside = 0
+    for z in fine:
+        inside += int((sdf(np.column_stack([np.full(len(plane), z), plane])) < 0).sum())
+    return inside / supersample**3
 
 
 def _grid(idx: np.ndarray, size: int) -> np.ndarray:
@@ -151,17 +230,31 @@ def _partial(sdf: SDF, idx: np.ndarray, dist: np.ndarray, size: int) -> np.ndarr
     return cube_fraction(dist, normal).astype(np.float32)
 
 
-@register_backend("analytic")
-def _analytic(spec: ParticleSpec, size: int) -> np.ndarray:
-    parts = spec.sdfs()
+def compose(spec: ParticleSpec, size: int, part: Callable[[str], np.ndarray]) -> np.ndarray:
+    """Per-element occupancy of a particle from the occupancies of its parts.
+
+    Parameters
+    ----------
+    spec : ParticleSpec
+    size : int
+    part : callable
+        ``part(name) -> (size, size, size)`` occupancy in [0, 1] of the part ``name`` of
+        :meth:`ParticleSpec.sdfs`: ``"outer"``, ``"core"`` (core-shell) or ``"wall"`` (hollow).
+
+    Returns
+    -------
+    ndarray, shape (2, size, size, size), float32
+        As :func:`voxelize`: the core of a core-shell particle is Gaussian-blurred with the
+        spec's ``blur`` (mimicking partial alloying) and kept inside the particle.
+    """
     out = np.zeros((len(ELEMENTS), size, size, size), dtype=np.float32)
     if spec.kind == "solid":
-        out[0] = occupancy(parts["outer"], size)
+        out[0] = part("outer")
     elif spec.kind == "hollow":
-        out[0] = occupancy(parts["wall"], size)
+        out[0] = part("wall")
     else:  # core_shell: blur the core's interface, keep it inside the particle
-        total = occupancy(parts["outer"], size)
-        core = occupancy(parts["core"], size)
+        total = part("outer")
+        core = part("core")
         sigma = spec.inner["blur"] * size
         if sigma > 0:
             core = ndimage.gaussian_filter(core, sigma, mode="constant", truncate=3.0)
@@ -169,3 +262,13 @@ def _analytic(spec: ParticleSpec, size: int) -> np.ndarray:
         out[0] = total - core
         out[1] = core
     return out
+
+
+@register_backend("analytic")
+def _analytic(spec: ParticleSpec, size: int, mesh_dir=None) -> np.ndarray:
+    parts = spec.sdfs()
+    return compose(spec, size, lambda name: occupancy(parts[name], size))
+
+
+# The paper's mesh path registers itself here; bpy and vtk are imported only when it runs.
+from . import blender  # noqa: E402,F401

@@ -1,9 +1,12 @@
+import importlib.util
 import subprocess
 import sys
 
 import pytest
 
+from nanoedx_dataset import draw_spec, voxelize
 from nanoedx_dataset.cli import main
+from nanoedx_dataset.errors import MissingExtraError
 
 
 def test_generate_info_verify_renoise_preview(tmp_path, capsys):
@@ -55,3 +58,31 @@ def test_console_script_is_installed():
     done = subprocess.run([sys.executable, "-m", "nanoedx_dataset.cli", "--version"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("nanoedx ")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bpy") is not None, reason="bpy is installed")
+def test_blender_backend_without_the_extra_names_the_install(tmp_path, capsys):
+    out = tmp_path / "x.h5"
+    assert main(["generate", "--n", "1", "--size", "16", "--backend", "blender",
+                 "--out", str(out)]) == 2
+    assert 'pip install "nanoedx[blender]"' in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(MissingExtraError, match=r'pip install "nanoedx\[blender\]"'):
+        voxelize(draw_spec(0, 0), 16, backend="blender")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vtk") is not None, reason="vtk is installed")
+def test_voxelize_a_mesh_without_the_extra_names_the_install(tmp_path, capsys):
+    stl = tmp_path / "m.stl"
+    stl.write_text("solid m\nendsolid m\n")
+    assert main(["voxelize", str(stl), "--size", "16", "-o", str(tmp_path / "m.h5")]) == 2
+    assert 'pip install "nanoedx[blender]"' in capsys.readouterr().err
+    assert not (tmp_path / "m.h5").exists()
+
+
+def test_mesh_dir_needs_a_mesh_backend(tmp_path, capsys):
+    out = tmp_path / "x.h5"
+    assert main(["generate", "--n", "1", "--size", "16", "--mesh-dir", str(tmp_path / "m"),
+                 "--out", str(out)]) == 2
+    assert "analytic backend builds no meshes" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
