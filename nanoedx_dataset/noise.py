@@ -84,21 +84,26 @@ def add_noise(projection: np.ndarray, counts: float, background: float,
     return rng.poisson(lam).astype(COUNT_DTYPE)
 
 
-def downsample_counts(maps: np.ndarray, counts: float, rng: np.random.Generator) -> np.ndarray:
+def downsample_counts(maps, counts: float = 1000.0, seed=None) -> np.ndarray:
     """Low-dose version of measured count maps: ``Poisson(x * counts / sum(x))`` per map.
+
+    The paper's way of simulating a short exposure from a long one (Methods), so that a
+    denoiser can be tried on a user's own high-dose data.
 
     Parameters
     ----------
-    maps : ndarray, shape (..., row, col)
+    maps : array-like, shape (..., row, col)
         Measured counts (non-negative).
     counts : float
         Counts per map on average after thinning.
-    rng : numpy.random.Generator
+    seed : int, numpy.random.Generator or None
+        Seed (or generator) of the Poisson draws; None draws fresh entropy.
 
     Returns
     -------
     ndarray, same shape, uint16
     """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     check_dose(counts, 0.0)
     x = np.asarray(maps, dtype=np.float64)
     if np.any(x < 0) or not np.all(np.isfinite(x)):

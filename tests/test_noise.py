@@ -58,7 +58,14 @@ def test_too_many_counts_for_uint16_is_refused(clean):
 
 def test_downsample_counts_thins_a_measured_map():
     x = np.random.default_rng(0).poisson(50.0, (200, 32, 32)).astype(float)
-    low = downsample_counts(x, 1000, np.random.default_rng(1))
+    low = downsample_counts(x, 1000, seed=1)
     assert low.reshape(200, -1).sum(1).mean() == pytest.approx(1000, rel=0.01)
     with pytest.raises(ConfigError, match="non-negative"):
-        downsample_counts(-x, 1000, np.random.default_rng(1))
+        downsample_counts(-x, 1000, seed=1)
+
+
+def test_downsample_counts_is_seeded():
+    x = np.random.default_rng(0).poisson(50.0, (3, 16, 16))
+    a, b = downsample_counts(x, 100, seed=5), downsample_counts(x, 100, seed=5)
+    assert a.dtype == np.uint16 and np.array_equal(a, b)
+    assert not np.array_equal(a, downsample_counts(x, 100, seed=6))
