@@ -29,6 +29,7 @@ from nanoedx_dataset.files import atomic_output
 
 from .datasets import EDXMaps, TiltSeries
 from .denoisers import DENOISERS, Denoiser, denoiser
+from .figures import orthoslices
 from .metrics import nmae
 from .reconstruct import reconstruct
 
@@ -126,13 +127,6 @@ def _score(task: _Task) -> dict:
         kept["_truth"] = orthoslices(items[0]["reference"])
     return {"scores": scores, "seconds": seconds, "errors": errors, "kept": kept,
             "maps": sum(len(i["noisy"]) for i in items)}
-
-
-def orthoslices(volume: np.ndarray) -> np.ndarray:
-    """The three central slices (z, y, x planes) of a cubic volume, shape (3, n, n)."""
-    v = np.asarray(volume, np.float32)
-    n = v.shape[0] // 2
-    return np.stack([v[n], v[:, n], v[:, :, n]])
 
 
 def _subset(n: int, k: int | None) -> list[int]:

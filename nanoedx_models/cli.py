@@ -5,15 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from nanoedx_dataset.cli import build_parser, run
-from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.files import atomic_output
 
 from .benchmark import DIMS, benchmark, markdown
 from .denoisers import DENOISERS
-from .inference import denoise
+from .experimental import denoise_series, reconstruct_series, thin
+from .figures import volume_figure
+from .tiltio import Series, check_output, read_series, write_array, write_series
 from .training import train
 
 
@@ -22,18 +21,60 @@ def _counts(text: str):
     return (float(lo), float(hi)) if hi else float(lo)
 
 
-def _denoise_files(args) -> None:
-    src, dst = Path(args.input), Path(args.output)
-    if src.suffix != ".npy" or dst.suffix != ".npy":
-        raise ConfigError(f"denoise reads and writes .npy arrays (row, col) or (map, row, col); "
-                          f"got {src.name} -> {dst.name}")
-    if not src.is_file():
-        raise ConfigError(f"no input file {src}")
-    maps = np.load(src, allow_pickle=False)
-    out = denoise(maps, model=args.model, device=args.device)
-    with atomic_output(dst) as tmp:
-        np.save(tmp, out)
-    print(dst)
+def _elements(text: str | None) -> list[str] | None:
+    return [e.strip() for e in text.split(",") if e.strip()] if text else None
+
+
+def _read(a) -> Series:
+    """The input series of denoise/reconstruct, thinned when --downsample-counts is given."""
+    series = read_series(a.input, _elements(a.element), a.angles)
+    if a.downsample_counts is not None:
+        series = thin(series, a.downsample_counts, seed=a.seed)
+        if a.save_thinned:
+            print(write_series(a.save_thinned, series))
+    return series
+
+
+def _denoise_files(a) -> None:
+    series = _read(a)
+    check_output(a.output)
+    out = denoise_series(series, model=a.model, device=a.device)
+    print(write_series(a.output, out))
+
+
+def _reconstruct_files(a) -> None:
+    series = _read(a)
+    check_output(a.output)
+    vol = reconstruct_series(series, iterations=a.iterations, method=a.method,
+                             device=None if a.device == "scipy" else a.device)
+    data = vol[0] if len(series.elements) == 1 else vol
+    path = write_array(a.output, data, {"elements": series.elements,
+                                        "tilt_angles": series.angles,
+                                        "dims": "z,y,x" if data.ndim == 3 else "element,z,y,x",
+                                        "iterations": a.iterations, "method": a.method})
+    png = Path(a.png) if a.png else path.with_suffix(".png")
+    volume_figure(vol, series.elements, png, title=f"{path.name}: {a.method.upper()}, "
+                  f"{a.iterations} iterations, {len(series.angles)} tilts")
+    print(path)
+    print(png)
+
+
+def _series_parser(sub, name: str, help: str, description: str, what: str, output: str):
+    """A subcommand that reads a tilt series and writes one output file."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("input", nargs="+", help=f"{what}: .tif/.tiff, .npy, .h5 (file.h5:/path), or "
+                   ".hspy/.emd/.bcf (hyperspy extra); several files = one per element")
+    p.add_argument("--element", help="element names, one per input file (Au,Ag), or the one "
+                   "element to take from a multi-element file")
+    p.add_argument("--angles", help="tilt angles START:STOP:STEP, a,b,c or a file of angles "
+                   "(default: from the file, where it has them)")
+    p.add_argument("--downsample-counts", type=float, metavar="C",
+                   help="first thin every map to C counts: Poisson(x C / sum x), to try a "
+                   "low dose on high-dose data")
+    p.add_argument("--seed", type=int, default=0, help="seed of --downsample-counts")
+    p.add_argument("--save-thinned", help="also write the thinned series here")
+    p.add_argument("-o", "--output", required=True, help=output)
+    return p
 
 
 def _benchmark(a) -> None:
@@ -73,12 +114,29 @@ def main(argv: list[str] | None = None) -> int:
         device=a.device, seed=a.seed, noise=a.noise, counts=a.counts, background=a.background,
         background_fraction=a.background_fraction, per_structure=not a.all_maps,
         maps_per_epoch=a.maps_per_epoch, workers=a.workers, resume=a.resume)))
-    p = sub.add_parser("denoise", help="denoise count maps (.npy) with a U-net")
-    p.add_argument("input", help="raw count maps, .npy (row, col) or (map, row, col)")
-    p.add_argument("-o", "--output", required=True, help=".npy of expected signal counts")
+    p = _series_parser(
+        sub, "denoise", "denoise a tilt series of EDX count maps with a U-net",
+        "Denoise every map (angle, row, col) of one or more elements; writes expected signal "
+        "counts (background removed) as TIFF, NPY or HDF5 by the output's extension, keeping "
+        "angles, element names and metadata where the format can hold them.",
+        "raw count maps (angle, row, col) or (element, angle, row, col)",
+        "denoised series: .tif, .npy or .h5")
     p.add_argument("--model", help="pretrained name or model file (default: embedded model)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_denoise_files)
+    p = _series_parser(
+        sub, "reconstruct", "EM reconstruction of a (denoised) tilt series",
+        "EM (or SIRT) reconstruction of each element; writes the volume (z, y, x), or (element, "
+        "z, y, x), by the output's extension and a PNG of the central orthoslices (a colour "
+        "composite for several elements). The series must be aligned to the tilt axis along "
+        "the rows.", "raw or denoised maps (angle, row, col) or (element, angle, row, col)",
+        "volume: .tif, .npy or .h5")
+    p.add_argument("--iterations", type=int, default=15)
+    p.add_argument("--method", default="em", help="em (default) or sirt")
+    p.add_argument("--device", default="scipy",
+                   help="scipy (CPU, default), or cpu/cuda for torch sparse products")
+    p.add_argument("--png", help="orthoslice figure (default: OUTPUT with .png)")
+    p.set_defaults(func=_reconstruct_files)
     p = sub.add_parser("benchmark", help="2D and 3D leaderboard of denoisers on a database",
                        description="Score denoisers on one map per structure (2D) and on EM "
                        "reconstructions of denoised tilt series (3D); writes OUT/leaderboard.md, "

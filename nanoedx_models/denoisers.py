@@ -146,7 +146,7 @@ def _bm3d(counts, sigma, background):
     try:
         import bm3d
     except ImportError as err:
-        raise MissingExtraError('BM3D needs the bm3d package: pip install "nanoedx[test]" or '
+        raise MissingExtraError("BM3D needs the bm3d package (a dependency of nanoedx): "
                                 "pip install bm3d") from err
     profile = bm3d.BM3DProfile()
     for key, value in BM3D_PROFILE.items():

@@ -176,7 +176,7 @@ def test_cli_train_and_denoise(tmp_path, tiny_db, capsys):
                  "--model", str(model)]) == 0
     out = np.load(tmp_path / "out.npy")
     assert out.shape == maps.shape and out.dtype == np.float32
-    np.save(tmp_path / "neg.npy", -np.ones((8, 8)))
+    np.save(tmp_path / "neg.npy", -np.ones((2, 8, 8)))
     assert main(["denoise", str(tmp_path / "neg.npy"), "-o", str(tmp_path / "bad.npy"),
                  "--model", str(model)]) == 2
     assert "non-negative" in capsys.readouterr().err

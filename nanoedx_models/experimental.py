@@ -1,0 +1,70 @@
+"""A user's own tilt series: thin to a low dose, denoise, reconstruct, all elements together.
+
+The command line (``nanoedx denoise`` / ``nanoedx reconstruct``) is a thin layer over
+:func:`denoise_series` and :func:`reconstruct_series`; files are read and written by
+:mod:`nanoedx_models.tiltio`. Tilt-series alignment is the user's job: the maps must already be
+aligned to a common tilt axis along the rows (y).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from nanoedx_dataset.errors import ConfigError
+from nanoedx_dataset.noise import downsample_counts
+
+from .inference import denoise
+from .reconstruct import reconstruct
+from .tiltio import Series, check_counts
+
+
+def thin(series: Series, counts: float, seed: int = 0) -> Series:
+    """The series with every map thinned to ``counts`` counts (``Poisson(x C / sum x)``)."""
+    check_counts(series)
+    low = downsample_counts(series.data, counts, seed=seed)
+    meta = dict(series.metadata, downsampled_to_counts=float(counts), downsample_seed=seed)
+    return Series(low, series.elements, series.angles, meta, series.format)
+
+
+def denoise_series(series: Series, model=None, device: str = "auto",
+                   progress: bool = True) -> Series:
+    """Denoise every map of every element with a U-net (expected signal counts, float32).
+
+    Parameters
+    ----------
+    series : Series
+        Raw count maps (whole numbers, background included).
+    model : None, str, path or UNet
+        As :func:`nanoedx_models.denoise` (default: the embedded model).
+    device : {"auto", "cpu", "cuda"}
+    progress : bool
+    """
+    check_counts(series)
+    out = np.empty(series.data.shape, np.float32)
+    for e in tqdm(range(len(series.elements)), desc="denoise", disable=not progress):
+        out[e] = denoise(series.data[e], model=model, device=device)
+    meta = dict(series.metadata, denoised_with=str(model or "default"))
+    return Series(out, series.elements, series.angles, meta, series.format)
+
+
+def reconstruct_series(series: Series, iterations: int = 15, method: str = "em",
+                       device: str | None = None, progress: bool = True) -> np.ndarray:
+    """Reconstruct each element: (element, z, y, x) float32, on DESIGN.md's grid.
+
+    Parameters
+    ----------
+    series : Series
+        Raw or denoised maps (non-negative); needs its tilt angles.
+    iterations, method, device
+        As :func:`nanoedx_models.reconstruct`.
+    progress : bool
+    """
+    if series.angles is None:
+        raise ConfigError("the tilt angles are unknown: give them with --angles START:STOP:STEP "
+                          "or a file of angles (one per map)")
+    vols = [reconstruct(series.data[e], series.angles, iterations=iterations, method=method,
+                        device=device, progress=progress)
+            for e in tqdm(range(len(series.elements)), desc=f"{method} reconstruction",
+                          disable=not progress)]
+    return np.stack(vols)
