@@ -66,7 +66,7 @@ def main() -> None:
         tmp.write_text(json.dumps(boards, indent=1) + "\n")
     head = (f"2D nMAE (%) against signal counts per map, background 10 % of the counts, noise "
             f"drawn on the fly (seed 0); {boards[0]['n_maps_2d']} maps of the "
-            f"{boards[0]['split']} split of {boards[0]['data']['source']}"
+            f"{boards[0]['split']} split of {Path(boards[0]['data']['source']).name}"
             f"{' (quick subset)' if a.quick else ''}; fitted methods refitted at each dose.\n\n")
     with atomic_output(a.out / "leaderboard_dose.md") as tmp:
         tmp.write_text(head + dose_table(boards))

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -305,7 +306,8 @@ def _fmt(mean, std) -> str:
 
 def markdown(board: dict) -> str:
     """The leaderboard as a Markdown table, best 2D nMAE first, failed rows last."""
-    head = (f"Data: {board['data']['source']} ({board['data']['dataset_version']}), split "
+    data = board["data"]
+    head = (f"Data: {Path(data['source']).name} ({data['dataset_version']}), split "
             f"{board['split']}, {board['counts']:g} signal + {board['background']:g} background "
             f"counts per map ({board['noise']}), seed {board['seed']}"
             f"{', quick subset' if board['quick'] else ''}; {board['n_maps_2d']} maps (2D), "
@@ -325,8 +327,6 @@ def markdown(board: dict) -> str:
 
 def write(board: dict, out, examples: dict | None = None, figures: bool = False) -> None:
     """Write ``leaderboard.{md,json}`` (and the examples, figures) into the folder ``out``."""
-    from pathlib import Path
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "leaderboard.json") as tmp:

@@ -31,7 +31,7 @@ def _ok(board: dict, key: str) -> list[dict]:
 
 
 def _subtitle(board: dict) -> str:
-    return (f"{board['data']['source']} {board['split']}, {board['counts']:g} + "
+    return (f"{Path(board['data']['source']).name} {board['split']}, {board['counts']:g} + "
             f"{board['background']:g} counts{' (quick)' if board['quick'] else ''}")
 
 
@@ -109,7 +109,7 @@ def dose_figure(boards: list[dict], path: Path, dim: str = "2d") -> None:
     ax.set_yscale("log")
     ax.set_xlabel("signal counts per map (background 10 %)")
     ax.set_ylabel(f"{dim.upper()} nMAE (%), lower is better")
-    ax.set_title(f"{dim.upper()} nMAE against dose, {boards[0]['data']['source']} "
+    ax.set_title(f"{dim.upper()} nMAE against dose, {Path(boards[0]['data']['source']).name} "
                  f"{boards[0]['split']}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
