@@ -109,6 +109,7 @@ class HoldoutResult:
         """JSON-ready summary (no arrays of pixels)."""
         return {"method": self.method, "status": "ok", "parameter": self.parameter,
                 "score_mean": self.score_mean, "score_std": float(np.std(self.score)),
+                "score_median": float(np.median(self.score)),
                 "nmse_mean": float(np.mean(self.nmse)), "score": self.score.tolist(),
                 "scale": self.scale.tolist(), "offset": self.offset.tolist(),
                 "input_counts": self.input_counts.tolist(),
@@ -272,9 +273,15 @@ def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=
 
     Examples
     --------
-    >>> rng = np.random.default_rng(0)
-    >>> maps = rng.poisson(50.0, (2, 32, 32))
-    >>> evaluate_holdout(maps, "noisy", counts=1000, seed=0).score_mean > 50
+    A square of 50 counts per pixel on a background of 5, two long acquisitions; the
+    Gaussian filter, its width chosen on the hold-out, beats the raw low-dose map:
+
+    >>> lam = np.full((64, 64), 5.0)
+    >>> lam[16:48, 16:48] += 50.0
+    >>> maps = np.random.default_rng(0).poisson(lam, (2, 64, 64))
+    >>> raw = evaluate_holdout(maps, "noisy", counts=1000, seed=0)
+    >>> smooth = evaluate_holdout(maps, "gaussian-val", counts=1000, seed=0)
+    >>> bool(smooth.score_mean < raw.score_mean / 2)
     True
     """
     d = _as_denoiser(denoiser)
@@ -313,8 +320,9 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
     list of dict
         One row per method, best ``score_mean`` first, failed rows last: ``method``,
         ``status`` (``"ok"`` or ``"failed: ..."``), ``parameter``, ``score_mean``,
-        ``score_std``, ``nmse_mean``, per-map ``score``, ``scale``, ``offset``,
-        ``input_counts``, ``remainder_counts`` and ``seconds_per_map``.
+        ``score_std``, ``score_median`` (robust to a few badly denoised maps), ``nmse_mean``,
+        per-map ``score``, ``scale``, ``offset``, ``input_counts``, ``remainder_counts`` and
+        ``seconds_per_map``.
     """
     if isinstance(seed, np.random.Generator):
         raise ConfigError("evaluate_methods needs an int seed, so that every method gets the "
