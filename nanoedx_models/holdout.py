@@ -335,7 +335,8 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
             rows.append(evaluate_holdout(maps, m, counts, seed, background).row())
         except Exception as err:  # noqa: BLE001 -- a failing method fails its row only
             rows.append({"method": name, "status": f"failed: {type(err).__name__}: {err}",
-                         "parameter": None, "score_mean": None, "score_std": None})
+                         "parameter": None, "score_mean": None, "score_std": None,
+                         "score_median": None})
     return sorted(rows, key=lambda r: (r["status"] != "ok", r["score_mean"] or 0.0))
 
 
