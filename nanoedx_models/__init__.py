@@ -2,12 +2,14 @@
 
 Consumes the database written by :mod:`nanoedx_dataset` (never the other way round):
 torch Datasets (:class:`EDXMaps`, :class:`TiltSeries`), the U-net (:class:`UNet`),
-:func:`train`, :func:`denoise` and :func:`load_pretrained`.
+:func:`train`, :func:`denoise`, :func:`load_pretrained`, and the ground-truth-free scores of
+denoisers on a user's own maps (:func:`evaluate_holdout`, :func:`evaluate_methods`).
 """
 
 from nanoedx_dataset import __version__
 
 from .datasets import EDXMaps, TiltSeries, denormalize, normalize
+from .holdout import evaluate_holdout, evaluate_methods
 from .inference import denoise
 from .metrics import nmae
 from .modelfile import load_model, save_model
@@ -17,5 +19,5 @@ from .training import train
 from .unet import UNet
 
 __all__ = ["EDXMaps", "TiltSeries", "UNet", "__version__", "denoise", "denormalize",
-           "load_model", "load_pretrained", "nmae", "normalize", "reconstruct", "save_model",
-           "train"]
+           "evaluate_holdout", "evaluate_methods", "load_model", "load_pretrained", "nmae",
+           "normalize", "reconstruct", "save_model", "train"]

@@ -1,0 +1,278 @@
+"""Denoisers on real EDX maps: Bruker spectrum images from HyperSpy's test files.
+
+The ``hyperspy==1.7.6`` wheel on PyPI carries real Bruker EDS spectrum images among its test
+files. This script fetches that wheel with ``pip download --no-deps`` (once, into a cache),
+takes the ``.bcf`` files out of it, reads them with HyperSpy + exspy (the ``hyperspy`` extra:
+``pip install -e ".[hyperspy]"``), integrates each X-ray line of the file's metadata into an
+elemental count map (``get_lines_intensity``: whole counts, background included) and estimates
+each map's background from exspy's background windows. Lines with too few counts, or whose
+background windows give an implausible background (> 70 % of the window, or more than all of it,
+where neighbouring peaks fall in the windows), are left out.
+
+Each map is split binomially (:func:`nanoedx_models.holdout.split_counts`) into a 1000-count
+input and an independent remainder; every method denoises the same input and is reported with
+
+* nMAE against the full-count map, background removed the way the methods remove it (uniform,
+  ``B / n_pixels``) and scaled to the input's dose -- a reference that is itself noisy (its
+  Poisson floor is reported) and shares the input's counts (a fraction ``q`` of them);
+* the hold-out score (relative RMSE of the fitted output against the expected remainder, net of
+  Poisson noise; no reference needed).
+
+Fitted methods choose their one parameter on the hold-out (half the remainder), per file.
+
+Usage::
+
+    python benchmarks/real_data.py [--cache DIR] [--counts 1000] [--seed 0] [--out DIR]
+
+Writes ``real_data.md``, ``real_data.json`` and ``real_data.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from nanoedx_dataset.errors import MissingExtraError
+from nanoedx_dataset.files import atomic_output
+from nanoedx_models.classical import remove_background
+from nanoedx_models.holdout import evaluate_holdout
+from nanoedx_models.metrics import nmae
+
+WHEEL = "hyperspy==1.7.6"
+FILES = ("30x30_instructively_packed_16bit_compressed.bcf", "bcf_v2_50x50px.bcf")
+METHODS = ("noisy", "gaussian-val", "tv-val", "anscombe-nlm-val", "anscombe-bm3d-val", "unet",
+           "unet-multidose")
+MIN_FACTOR = 10  # a map needs >= 10x the input's counts: the reference is >= 10x the dose
+MAX_BACKGROUND = 0.7  # fraction of a line window; above it the windows are not trustworthy
+FIGURE_LINES = ("Si_Ka", "Ca_Ka", "Ti_Ka", "P_Ka", "Ag_La")
+DEFAULT_CACHE = Path.home() / ".cache" / "nanoedx" / "hyperspy-wheel"
+
+
+def fetch_files(cache: Path) -> list[Path]:
+    """The test ``.bcf`` files, from the cached (or freshly downloaded) hyperspy wheel."""
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(cache.glob("hyperspy-1.7.6-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "-d",
+                        str(cache)], check=True)
+        wheels = sorted(cache.glob("hyperspy-1.7.6-*.whl"))
+    out = []
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        for name in FILES:
+            target = cache / name
+            if not target.exists():
+                with atomic_output(target) as tmp:
+                    tmp.write_bytes(wheel.read(f"hyperspy/tests/io/bruker_data/{name}"))
+            out.append(target)
+    return out
+
+
+def element_maps(path: Path, counts: float) -> dict:
+    """Integer line maps and their background counts per map, of the usable X-ray lines."""
+    try:
+        import hyperspy.api as hs
+        import exspy  # noqa: F401 -- registers the EDS signal types with HyperSpy
+    except ImportError as err:
+        raise MissingExtraError('reading .bcf files needs pip install -e ".[hyperspy]"') from err
+    s = hs.load(path, select_type="spectrum_image")
+    lines = list(s.metadata.Sample.xray_lines)
+    raw = s.get_lines_intensity(xray_lines=lines)
+    net = s.get_lines_intensity(xray_lines=lines,
+                                background_windows=s.estimate_background_windows(xray_lines=lines))
+    maps, kept, skipped = [], [], {}
+    for line, r, n in zip(lines, raw, net):
+        x = np.rint(r.data).astype(np.int64)
+        fraction = 1.0 - float(n.data.sum()) / max(float(x.sum()), 1.0)
+        if x.sum() < MIN_FACTOR * counts:
+            skipped[line] = f"{x.sum()} counts"
+        elif not 0.0 <= fraction <= MAX_BACKGROUND:
+            skipped[line] = f"background {100 * fraction:.0f} % of the window"
+        else:
+            maps.append(x)
+            kept.append({"line": line, "counts": int(x.sum()),
+                         "background": fraction * float(x.sum())})
+    return {"file": path.name, "shape": list(s.axes_manager.navigation_shape[::-1]),
+            "maps": np.stack(maps), "lines": kept, "skipped": skipped}
+
+
+def reference_floor(x: np.ndarray, background: float) -> float:
+    """Expected nMAE (%) of the full-count map against its own expectation (Poisson noise)."""
+    signal = remove_background(x.astype(np.float64), background)
+    return float(np.sqrt(2 * x / np.pi).mean() / signal.mean() * 100)
+
+
+def score_file(data: dict, methods, counts: float, seed: int) -> dict:
+    """Hold-out score and nMAE against the full-count map, per method and map."""
+    x = data["maps"]
+    b = np.array([line["background"] for line in data["lines"]])
+    refs = None
+    out = {"methods": {}, "examples": {}}
+    for name in methods:
+        res = evaluate_holdout(x, name, counts=counts, seed=seed, background=b)
+        if refs is None:
+            refs = np.stack([remove_background(m.astype(np.float64), bi) * q
+                             for m, bi, q in zip(x, b, res.q)])
+            out["examples"] |= {"_full": refs, "_input": res.inputs}
+        out["methods"][name] = {
+            "parameter": res.parameter, "holdout": res.score.tolist(),
+            "nmae": [nmae(o, r) for o, r in zip(res.outputs, refs)],
+            "seconds_per_map": res.seconds / len(x)}
+        out["examples"][name] = res.outputs
+    out["floor"] = [reference_floor(m, bi) for m, bi in zip(x, b)]
+    out["q"] = (counts / x.sum(axis=(1, 2))).tolist()
+    return out
+
+
+def summary(files: list[dict], scores: list[dict], methods) -> list[dict]:
+    """One row per method: mean nMAE vs full counts and hold-out score, overall and per file."""
+    rows = []
+    for name in methods:
+        per = [s["methods"][name] for s in scores]
+        rows.append({"method": name,
+                     "nmae_mean": float(np.mean(np.concatenate([m["nmae"] for m in per]))),
+                     "holdout_mean": float(np.mean(np.concatenate([m["holdout"] for m in per]))),
+                     "per_file": {f["file"]: {"nmae": float(np.mean(m["nmae"])),
+                                              "holdout": float(np.mean(m["holdout"])),
+                                              "parameter": m["parameter"]}
+                                  for f, m in zip(files, per)}})
+    return sorted(rows, key=lambda r: r["holdout_mean"])
+
+
+FAIRNESS = """Where the floor is a few % (most lines of file (a)) the full-count map is a fair
+reference: its noise is far below the gaps between methods, and the input's share of its counts
+is too small to favour the raw input. Where it is 10–30 % (Ce, K, P of (a); Ag and C of (b)) it
+inflates every method's nMAE and flattens the differences, and the hold-out score, which needs
+no reference, is the better guide."""
+
+NOTE = """## How the U-net fares
+
+These maps look nothing like the training set: SEM-EDS maps of extended, textured phases that
+fill the field (not one compact particle on an empty background), features a few pixels wide in
+30×30 and 50×50 px fields (the training particles span about 100 px of 128), and a background
+under each line of 2–65 % of the window (training: 10 %, uniform). Both U-nets paint a smooth,
+particle-like blob over the field (figure): they erase the veins and grains that every
+classical method keeps. On file (a) they are worse than the raw input on the hold-out score
+(the squared error punishes the lost structures) and better than it only on nMAE (the absolute
+error punishes the raw input's noise harder), and on both measures they are far behind every
+classical method (nMAE about twice theirs). On file (b), smooth gradients, they do less harm but
+their hold-out error is still 1.3–3 times the classical methods'. A denoiser trained on
+simulated particles must be checked on the user's own maps before it is trusted: the hold-out
+score does that without any reference, and here it ranks the U-nets last among the denoisers, as
+the nMAE does.
+"""
+
+
+def markdown(rows, files, scores, counts, seed) -> str:
+    n_maps = sum(len(f["lines"]) for f in files)
+    floor = np.concatenate([s["floor"] for s in scores])
+    q = np.concatenate([s["q"] for s in scores])
+    rho = spearmanr([r["nmae_mean"] for r in rows], [r["holdout_mean"] for r in rows]).statistic
+    names = [f["file"] for f in files]
+    lines = [
+        "# Denoisers on real EDX maps (Bruker test files of hyperspy 1.7.6)", "",
+        f"`python benchmarks/real_data.py --counts {counts:g} --seed {seed}`. {n_maps} elemental "
+        f"maps, each split binomially into a {counts:g}-count input and an independent "
+        "remainder. **nMAE**: against the full-count map (background removed, scaled to the "
+        "input's dose). **hold-out**: relative RMSE (%) of the output, fitted to the remainder "
+        "with a scale and an offset, net of the remainder's Poisson noise (no reference "
+        "needed). Lower is better for both; means over the maps. Fitted methods chose their "
+        "parameter on half of the remainder, per file. Files: "
+        + ", ".join(f"({chr(97 + i)}) `{n}`" for i, n in enumerate(names)) + ".", "",
+        "| rank (hold-out) | method | nMAE, all maps | hold-out, all maps | "
+        + " | ".join(f"nMAE ({chr(97 + i)}) | hold-out ({chr(97 + i)}) | parameter "
+                     f"({chr(97 + i)})" for i in range(len(names))) + " |",
+        "| --- " * (4 + 3 * len(names)) + "|"]
+    for i, r in enumerate(rows, 1):
+        cells = [f"{i}", r["method"], f"{r['nmae_mean']:.1f}", f"{r['holdout_mean']:.1f}"]
+        for n in names:
+            p = r["per_file"][n]
+            cells += [f"{p['nmae']:.1f}", f"{p['holdout']:.1f}",
+                      "–" if p["parameter"] is None else f"{p['parameter']:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Spearman correlation of the two rankings over the methods: {rho:.2f}. "
+              "Poisson floor of the reference (nMAE of the full-count map against its own "
+              f"expectation): {floor.min():.1f}–{floor.max():.1f} % (median "
+              f"{np.median(floor):.1f} %); the input holds {100 * q.min():.2g}–"
+              f"{100 * q.max():.2g} % of the reference's counts. Median floor per file: "
+              + ", ".join(f"({chr(97 + i)}) {np.median(s['floor']):.1f} %"
+                          for i, s in enumerate(scores))
+              + ". " + FAIRNESS, "", NOTE,
+              "## Maps", "", "| file | size | line | counts | background (% of window) | "
+              "reference floor (%) |", "| --- | --- | --- | --- | --- | --- |"]
+    for f, s in zip(files, scores):
+        for line, fl in zip(f["lines"], s["floor"]):
+            lines.append(f"| {f['file']} | {f['shape'][0]}×{f['shape'][1]} | {line['line']} | "
+                         f"{line['counts']} | {100 * line['background'] / line['counts']:.0f} | "
+                         f"{fl:.1f} |")
+    for f in files:
+        skipped = "; ".join(f"{k} ({v})" for k, v in f["skipped"].items())
+        lines.append(f"\nLeft out of {f['file']}: {skipped or 'none'}.")
+    return "\n".join(lines) + "\n"
+
+
+def figure(files, scores, methods, path: Path) -> None:
+    """Full-count map, thinned input and each method's output, for a few lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = [(f, s, k) for f, s in zip(files, scores) for k, line in enumerate(f["lines"])
+             if line["line"] in FIGURE_LINES]
+    cols = ["_full", "_input", *methods]
+    fig, axes = plt.subplots(len(picks), len(cols), figsize=(1.6 * len(cols), 1.75 * len(picks)),
+                             squeeze=False)
+    for row, (f, s, k) in zip(axes, picks):
+        vmax = np.percentile(s["examples"]["_full"][k], 99.5)
+        for ax, col in zip(row, cols):
+            img = s["examples"][col][k]
+            ax.imshow(img, cmap="inferno", vmin=0, vmax=vmax if col != "_input" else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col.startswith("_"):
+                title = "full counts" if col == "_full" else f"input {img.sum():.0f} ct"
+            else:
+                m = s["methods"][col]
+                title = f"{col}\n{m['nmae'][k]:.0f} % | {m['holdout'][k]:.0f} %"
+            ax.set_title(title, fontsize=6)
+        row[0].set_ylabel(f"{f['lines'][k]['line']}\n{f['shape'][0]}×{f['shape'][1]}", fontsize=7)
+    fig.suptitle("Real Bruker EDX maps: nMAE vs full counts | hold-out score", fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=130)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    ap.add_argument("--counts", type=float, default=1000.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args(argv)
+    files = [element_maps(p, args.counts) for p in fetch_files(args.cache)]
+    scores = [score_file(f, args.methods, args.counts, args.seed) for f in files]
+    rows = summary(files, scores, args.methods)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_output(args.out / "real_data.md") as tmp:
+        tmp.write_text(markdown(rows, files, scores, args.counts, args.seed))
+    record = {"counts": args.counts, "seed": args.seed, "rows": rows,
+              "files": [{k: v for k, v in f.items() if k != "maps"} | {
+                  "scores": s["methods"],
+                  "reference_floor": s["floor"], "q": s["q"]} for f, s in zip(files, scores)]}
+    with atomic_output(args.out / "real_data.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    figure(files, scores, args.methods, args.out / "real_data.png")
+    print((args.out / "real_data.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
