@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 
 from nanoedx_dataset.cli import build_parser, run
+from nanoedx_dataset.errors import ConfigError
+from nanoedx_dataset.files import atomic_output
 
 from .benchmark import DIMS, benchmark, markdown
 from .denoisers import DENOISERS
 from .experimental import denoise_series, reconstruct_series, thin
 from .figures import volume_figure
-from .tiltio import Series, check_output, read_series, write_array, write_series
+from .holdout import evaluate_methods
+from .tiltio import Series, check_counts, check_output, read_series, write_array, write_series
 from .training import train
 
 
@@ -75,6 +79,36 @@ def _series_parser(sub, name: str, help: str, description: str, what: str, outpu
     p.add_argument("--save-thinned", help="also write the thinned series here")
     p.add_argument("-o", "--output", required=True, help=output)
     return p
+
+
+def _evaluate(a) -> None:
+    series = read_series(a.input, _elements(a.element))
+    check_counts(series)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    if a.out:
+        check_output_json(a.out)
+    report = {"counts": a.counts, "seed": a.seed, "background": a.background, "elements": {}}
+    for e, name in enumerate(series.elements):
+        rows = evaluate_methods(series.data[e], methods, counts=a.counts, seed=a.seed,
+                                background=a.background)
+        report["elements"][name] = rows
+        print(f"\n{name}: hold-out score (%; lower is better), {a.counts:g} counts per input map")
+        print("| method | score (mean) | score (median) | parameter | status |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in rows:
+            fmt = lambda v: "–" if v is None else f"{v:.3g}"
+            print(f"| {r['method']} | {fmt(r['score_mean'])} | {fmt(r['score_median'])} | "
+                  f"{fmt(r['parameter'])} | {r['status']} |")
+    if a.out:
+        with atomic_output(Path(a.out)) as tmp:
+            tmp.write_text(json.dumps(report, indent=1, default=float) + "\n")
+        print(a.out)
+
+
+def check_output_json(text) -> None:
+    path = Path(text)
+    if path.suffix != ".json" or not path.parent.is_dir():
+        raise ConfigError(f"--out must be a .json file in an existing folder, got {text}")
 
 
 def _benchmark(a) -> None:
@@ -158,6 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_benchmark)
+    p = sub.add_parser("evaluate", help="rank denoisers on your own maps, no ground truth",
+                       description="Split each raw count map binomially into a low-dose input "
+                       "(--counts) and an independent remainder, denoise the input, fit the "
+                       "output to the remainder (scale and offset) and report the held-out "
+                       "error net of the remainder's Poisson noise (%, lower is better).")
+    p.add_argument("input", nargs="+", help="raw count maps: .tif, .npy, .h5 or HyperSpy; "
+                   "several files = one per element")
+    p.add_argument("--element", help="element names (one per file) or the one to take")
+    p.add_argument("--methods", default="noisy,gaussian-val,tv-val,anscombe-bm3d-val,unet",
+                   help="comma-separated denoisers (no oracles: they need the ground truth)")
+    p.add_argument("--counts", type=float, default=1000.0, help="counts per input map")
+    p.add_argument("--background", type=float,
+                   help="background counts per given map (default 0: the fit's offset takes it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the rows as JSON")
+    p.set_defaults(func=_evaluate)
     return run(parser, argv)
 
 

@@ -124,11 +124,7 @@ def check_counts(maps) -> np.ndarray:
     -------
     ndarray, shape (map, row, col), int64
     """
-    x = check_count_maps(maps)
-    if not np.array_equal(x, np.round(x)):
-        raise ConfigError("the hold-out split needs raw detector counts (whole numbers); these "
-                          "maps hold fractions: give the counts before any background "
-                          "subtraction, normalization or smoothing")
+    x = check_count_maps(maps, whole=True)
     return x.reshape((-1,) + x.shape[-2:]).astype(np.int64)
 
 

@@ -13,8 +13,9 @@ from .training import pick_device
 from .unet import UNet
 
 
-def check_count_maps(maps) -> np.ndarray:
-    """Validate count maps: a 2D map or a stack (N, H, W) of finite, non-negative numbers."""
+def check_count_maps(maps, whole: bool = False) -> np.ndarray:
+    """Validate count maps: a 2D map or a stack (N, H, W) of finite, non-negative numbers
+    (whole numbers too, with ``whole``: raw detector counts)."""
     x = np.asarray(maps)
     if x.dtype.kind not in "uif":
         raise ConfigError(f"count maps must be numbers, got dtype {x.dtype}")
@@ -25,6 +26,10 @@ def check_count_maps(maps) -> np.ndarray:
     if np.any(x < 0):
         raise ConfigError(f"count maps must be non-negative counts (min {x.min()}); give raw "
                           "counts, not background-subtracted or normalized data")
+    if whole and x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+        raise ConfigError("these maps hold fractions, not whole numbers of counts: give the raw "
+                          "detector counts, before any background subtraction, normalization "
+                          "or smoothing")
     return x
 
 

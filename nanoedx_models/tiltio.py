@@ -266,17 +266,9 @@ def read_angles(spec) -> np.ndarray:
 
 def check_counts(series: Series) -> None:
     """Raw EDX maps must be finite, non-negative whole numbers of counts."""
-    x = series.data
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ConfigError(f"count maps must be real numbers, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise ConfigError("the maps hold NaN or infinite values")
-    if np.any(x < 0):
-        raise ConfigError("the maps hold negative values: raw counts are non-negative (was a "
-                          "background subtracted? use the raw counts)")
-    if not np.issubdtype(x.dtype, np.integer) and np.any(x != np.round(x)):
-        raise ConfigError("the maps are not whole numbers of counts: give raw (not normalized "
-                          "or already denoised) count maps")
+    from .inference import check_count_maps
+
+    check_count_maps(series.data.reshape((-1,) + series.data.shape[-2:]), whole=True)
 
 
 def check_output(text) -> str:

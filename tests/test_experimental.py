@@ -162,3 +162,22 @@ def test_a_missing_extra_names_the_install(tmp_path, capsys, monkeypatch):
     (tmp_path / "s.hspy").write_bytes(b"\0")
     assert main(["denoise", str(tmp_path / "s.hspy"), "-o", str(tmp_path / "o.h5")]) == 2
     assert 'pip install "nanoedx[hyperspy]"' in capsys.readouterr().err
+
+
+def test_evaluate_ranks_methods_without_ground_truth(experiment, tmp_path, capsys):
+    import json
+
+    _, high = experiment
+    path = f"{tmp_path / 'exp.h5'}:/maps"
+    write_series(path, Series(high[:, ::4], ELEMENTS, ANGLES[::4]))
+    report = tmp_path / "holdout.json"
+    assert main(["evaluate", path, "--methods", "noisy,gaussian-val,tv-oracle", "--counts",
+                 "1000", "--out", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "Ag: hold-out score" in printed and "Au: hold-out score" in printed
+    rows = json.loads(report.read_text())["elements"]["Au"]
+    by = {r["method"]: r for r in rows}
+    assert by["gaussian-val"]["score_mean"] < by["noisy"]["score_mean"]
+    assert by["tv-oracle"]["status"].startswith("failed") and "tv-val" in by["tv-oracle"]["status"]
+    assert main(["evaluate", path, "--out", str(tmp_path / "x.txt")]) == 2
+    assert "--out must be a .json" in capsys.readouterr().err
