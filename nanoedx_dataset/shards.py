@@ -185,11 +185,15 @@ def run_tasks(fn, tasks: list[tuple], client=None, workers: int = 1):
 
         futures = client.map(fn, *zip(*tasks), pure=False, retries=RETRIES)
         by_key = {fut.key: args for fut, args in zip(futures, tasks)}
-        for fut in dask_completed(futures):
+        pending = dask_completed(futures)
+        del futures  # hold each result only until it is read: a worker lost later must not
+        for fut in pending:  # make the scheduler recompute tasks that are done
             try:
-                yield by_key[fut.key], fut.result()
+                result = fut.result()
             except Exception as err:  # the task's own error, or KilledWorker
-                yield by_key[fut.key], err
+                result = err
+            fut.release()
+            yield by_key[fut.key], result
         return
     if workers <= 1:
         for args in tasks:
@@ -235,8 +239,13 @@ def _run(fn, tasks: list[tuple], shard_of, index: dict, directory: Path, client,
 
 
 def write_shard(directory: str, cfg: GenerationConfig, shard: Shard, created: str) -> dict:
-    """Compute and write one shard (the task a worker runs); returns its index record."""
+    """Compute and write one shard (the task a worker runs); returns its index record.
+
+    A shard already finished (a task run twice) is only hashed, not rewritten.
+    """
     final = Path(directory) / shard.file
+    if final.is_file() and _finished(final, shard, cfg):
+        return _record(final, shard)
     partial = gen.partial_path(final)
     with threadpool_limits(1):
         gen.build(partial, cfg, shard.start, shard.stop,
