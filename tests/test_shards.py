@@ -13,6 +13,8 @@ from nanoedx_dataset import (ConfigError, OutputExistsError, SchemaError, genera
 from nanoedx_dataset import cli, generator, shards
 from nanoedx_dataset.errors import GenerationError, MissingExtraError, SchedulerError
 
+from conftest import fail_at_sample
+
 SMALL = dict(n=7, size=24, seed=3)
 
 
@@ -138,14 +140,7 @@ def test_dask_reruns_the_task_of_a_killed_worker_itself(tmp_path, client, refere
 def test_interrupted_local_run_is_finished_by_the_same_call(tmp_path, monkeypatch,
                                                             reference_digest):
     out = tmp_path / "db"
-    real = generator.make_sample
-
-    def fails_at_5(cfg, index):
-        if index == 5:
-            raise RuntimeError("disk full")
-        return real(cfg, index)
-
-    monkeypatch.setattr(generator, "make_sample", fails_at_5)
+    fail_at_sample(monkeypatch, 5, RuntimeError("disk full"))
     with pytest.raises(GenerationError, match=r"1 of 4 shards failed: shard-00002.h5 "
                                               r"\(RuntimeError: disk full\)"):
         generate(out, None, shard_size=2, progress=False, **SMALL)
@@ -226,3 +221,15 @@ def test_cli_generates_and_renoises_shards(tmp_path, capsys):
     assert index["complete"] and [s["file"] for s in index["shards"]] == [
         "shard-00000.h5", "shard-00001.h5"]
     assert load_dataset(out, noise="c100_b10").sizes["sample"] == 3
+
+
+def test_training_maps_of_shards_are_those_of_one_file(tmp_path, reference):
+    from nanoedx_models.datasets import EDXMaps
+
+    out = generate(tmp_path / "db", None, shard_size=3, progress=False, **SMALL)
+    for kw in ({}, {"counts": 500}):
+        one, sharded = EDXMaps(reference, "train", **kw), EDXMaps(out, "train", **kw)
+        assert len(one) == len(sharded) > 0
+        for i in range(len(one)):
+            for a, b in zip(one[i], sharded[i]):
+                assert np.array_equal(a.numpy(), b.numpy())
