@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -45,6 +46,7 @@ INDEX_FORMAT = "nanoedx-shards"
 CONNECT_TIMEOUT = 10.0  # seconds to reach a dask scheduler
 RETRIES = 1  # dask reruns a task that raised once (a dead worker is handled by the scheduler)
 DISTRIBUTED_FIX = 'pip install "nanoedx[distributed]"'
+SHARD_NAME = re.compile(r"shard-\d+\.h5")
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,11 @@ def generate_sharded(directory, cfg: GenerationConfig, shard_size: int | None, *
 def _generate(directory: Path, cfg: GenerationConfig, shard_size: int, client, workers: int,
               overwrite: bool, progress: bool) -> Path:
     index = read_index(directory) if directory.is_dir() else None
+    foreign = sorted(p.name for p in directory.glob("*.h5") if not SHARD_NAME.fullmatch(p.name))
+    if foreign and (index is not None or overwrite):
+        raise OutputExistsError(f"{directory} holds .h5 files that are not shards "
+                                f"({', '.join(foreign[:3])}); load_dataset would join them: "
+                                "choose a new folder")
     if overwrite and directory.is_dir():
         _clear(directory)
         index = None
@@ -294,10 +301,11 @@ def _generate(directory: Path, cfg: GenerationConfig, shard_size: int, client, w
             f"({json.dumps(index['config'])}, shard size {index['shard_size']}); rerun with the "
             "same options to finish it, or pass --overwrite to start over")
 
+    planned = plan(cfg.n, shard_size)
     created = index["created"] if index else gen._created()
     old = {s["file"]: s for s in index["shards"]} if index else {}
     records = []
-    for shard in plan(cfg.n, shard_size):
+    for shard in planned:
         rec = {**asdict(shard), "bytes": None, "sha256": None}
         path = directory / shard.file
         if path.is_file() and _finished(path, shard, cfg):

@@ -188,6 +188,8 @@ def test_sharded_errors(tmp_path):
     (tmp_path / "other" / "x.h5").write_bytes(b"")
     with pytest.raises(OutputExistsError, match="not a sharded nanoedx run"):
         generate(tmp_path / "other", None, shard_size=2, progress=False, **SMALL)
+    with pytest.raises(OutputExistsError, match=r"not shards \(x.h5\)"):
+        generate(tmp_path / "other", None, shard_size=2, overwrite=True, progress=False, **SMALL)
 
 
 def test_cli_shard_errors_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch):
