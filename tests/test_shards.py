@@ -235,3 +235,28 @@ def test_training_maps_of_shards_are_those_of_one_file(tmp_path, reference):
         for i in range(len(one)):
             for a, b in zip(one[i], sharded[i]):
                 assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_interrupted_renoise_keeps_every_shard_whole_and_rerun_finishes(tmp_path, monkeypatch,
+                                                                       reference_digest):
+    out = generate(tmp_path / "db", None, shard_size=3, progress=False, **SMALL)
+    before = shards.read_index(out)["shards"]
+    real = shards.renoise_shard
+
+    def second_fails(directory, shard, *args):
+        if shard.start == 3:
+            raise OSError("disk full")
+        return real(directory, shard, *args)
+
+    monkeypatch.setattr(shards, "renoise_shard", second_fails)
+    with pytest.raises(GenerationError, match="renoise of 1 of 3 shards failed"):
+        renoise(out, 100, 10, progress=False)
+    monkeypatch.undo()
+    after = shards.read_index(out)["shards"]
+    assert after[1] == before[1] and after[0]["sha256"] != before[0]["sha256"]
+    assert [r["sha256"] for r in after] == [shards.sha256(out / r["file"]) for r in after]
+    assert not list(out.glob("*.partial"))
+    mtime = (out / "shard-00000.h5").stat().st_mtime_ns
+    renoise(out, 100, 10, progress=False)  # only the shards without the level
+    assert (out / "shard-00000.h5").stat().st_mtime_ns == mtime
+    assert _digest(out, noise="c100_b10") == reference_digest[1]
