@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from contextlib import ExitStack, contextmanager
 import platform
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import dask
 import h5py
 import numpy as np
 from tqdm import tqdm
@@ -64,50 +66,69 @@ COST_256 = 2.089 + 0.412
 TARGET = 100_000
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and its finished children (a closed pool's workers)."""
+def _times(children: bool = False) -> np.ndarray:
+    """User and system CPU seconds of this process (and its finished children: a closed pool)."""
     t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    return np.array([t.user + children * t.children_user,
+                     t.system + children * t.children_system])
 
 
-def time_run(size: int, samples: int, **kw) -> tuple[float, float]:
-    """Wall and CPU seconds (all processes) of one ``generate`` call into a fresh output."""
+def time_run(size: int, samples: int, **kw) -> tuple[float, np.ndarray]:
+    """Wall seconds and [user, system] CPU seconds (all processes) of one ``generate`` call."""
     client = kw.get("client")
-    workers_cpu = (lambda: sum(client.run(time.process_time).values())) if client else (
-        lambda: 0.0)
+
+    def cpu():
+        workers = sum(client.run(_times).values()) if client else 0
+        return _times(children=True) + workers
+
     with tempfile.TemporaryDirectory() as tmp:
-        cpu, wcpu, t = _cpu(), workers_cpu(), time.perf_counter()
+        c0, t = cpu(), time.perf_counter()
         generate(Path(tmp) / "out", None, n=samples, size=size, progress=False, **kw)
         wall = time.perf_counter() - t
-        return wall, _cpu() - cpu + workers_cpu() - wcpu
+        return wall, cpu() - c0
+
+
+TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+@contextmanager
+def _cluster(warm: GenerationConfig):
+    """A 2-worker LocalCluster on 127.0.0.1 whose workers have computed one sample."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.run(make_sample, warm, 0)  # imports, projection matrix
+        yield client
 
 
 def scaling(args) -> None:
-    from distributed import Client, LocalCluster
-
     size, n, shard = args.size, args.samples, args.shard_size
     warm = GenerationConfig(n=1, size=size).validate()
     make_sample(warm, 0)  # warm this process (imports, projection matrix)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        client.run(make_sample, warm, 0)  # and every dask worker
+    with ExitStack() as stack:
+        client = stack.enter_context(_cluster(warm))
+        with dask.config.set({TRIM: None}):  # dask's default sets it in every worker
+            untrimmed = stack.enter_context(_cluster(warm))
         runs = [("one file", "local process", 1, {"workers": 1}),
                 ("one file", "local pool", 2, {"workers": 2}),
                 (f"shards of {shard}", "local process", 1, {"workers": 1, "shard_size": shard}),
                 (f"shards of {shard}", "local pool", 2, {"workers": 2, "shard_size": shard}),
                 (f"shards of {shard}", "dask LocalCluster", 2,
-                 {"shard_size": shard, "client": client})]
+                 {"shard_size": shard, "client": client}),
+                (f"shards of {shard}", "dask LocalCluster, no MALLOC_TRIM_THRESHOLD_", 2,
+                 {"shard_size": shard, "client": untrimmed})]
         load, best = [os.getloadavg()[0]], {}
         # the runs take turns, `repeat` rounds; each keeps its best wall and CPU time
         for _ in tqdm(range(args.repeat), desc="scaling rounds"):
             for layout, engine, _, kw in runs:
                 wall, cpu = time_run(size, n, **kw)
                 w0, c0 = best.get((layout, engine), (wall, cpu))
-                best[(layout, engine)] = (min(w0, wall), min(c0, cpu))
+                best[(layout, engine)] = (min(w0, wall), c0 if c0.sum() < cpu.sum() else cpu)
         load.append(os.getloadavg()[0])
     rows = [(layout, engine, workers, *best[(layout, engine)])
             for layout, engine, workers, _ in runs]
-    base, base_cpu = n / rows[0][3], rows[0][4] / n
+    base, base_cpu = n / rows[0][3], rows[0][4].sum() / n
     lines = [
         "# Generation scaling",
         "",
@@ -124,30 +145,43 @@ def scaling(args) -> None:
         "(imports, projection matrix); a local pool's processes start fresh in each call and "
         "pay that in the table.",
         "",
-        "| layout | engine | workers | wall s | samples/s | × one process | CPU s/sample | "
-        "CPU × one process |",
+        "| layout | engine | workers | wall s | samples/s | × one process | CPU s/sample "
+        "(of which system) | CPU × one process |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for layout, engine, workers, wall, cpu in rows:
         lines.append(f"| {layout} | {engine} | {workers} | {wall:.1f} | {n / wall:.2f} | "
-                     f"{n / wall / base:.2f} | {cpu / n:.3f} | {cpu / n / base_cpu:.2f} |")
-    overhead = rows[-1][4] / n / base_cpu
+                     f"{n / wall / base:.2f} | {cpu.sum() / n:.3f} ({cpu[1] / n:.3f}) | "
+                     f"{cpu.sum() / n / base_cpu:.2f} |")
+    overhead = rows[-2][4].sum() / n / base_cpu  # dask as it comes
+    lean = rows[-1][4].sum() / n / base_cpu
     core_h = TARGET * COST_256 * overhead / 3600
+    lean_h = TARGET * COST_256 * lean / 3600
     lines += [
         "",
+        "Dask's nanny starts every worker with `MALLOC_TRIM_THRESHOLD_=65536` (its config "
+        "`distributed.nanny.pre-spawn-environ`). Setting it switches off glibc's adaptive "
+        "mmap threshold, so each of a sample's large arrays is mapped afresh and page-faulted: "
+        "the extra CPU of the dask row is mostly system time. The last row unsets it; do "
+        "the same on a real cluster with a dask config file on the workers, e.g. "
+        "`~/.config/dask/nanoedx.yaml` holding "
+        "`distributed: {nanny: {pre-spawn-environ: {MALLOC_TRIM_THRESHOLD_: null}}}`.",
+        "",
         f"**Estimate for {TARGET:,} samples at 256³.** One process spends {COST_256:.2f} s per "
-        f"sample at 256³ (2.09 s compute + 0.41 s write, `perf_generate.md`); the dask run "
-        f"above spent {overhead:.2f}× the CPU per sample of one process, so the run is about "
-        f"{TARGET:,} × {COST_256:.2f} s × {overhead:.2f} = {core_h:.0f} core-hours. Each shard "
+        f"sample at 256³ (2.09 s compute + 0.41 s write, `perf_generate.md`). Dask workers "
+        f"spent {overhead:.2f}× that CPU per sample as they come and {lean:.2f}× with "
+        f"`MALLOC_TRIM_THRESHOLD_` unset, so the run is about {TARGET:,} × {COST_256:.2f} s × "
+        f"{lean:.2f} = {lean_h:.0f} core-hours ({core_h:.0f} with dask's default). Each shard "
         "is computed and written by its own worker (no central writer) and shards are "
         "independent, so on dedicated single-threaded workers the time divides by their "
-        f"number: 64 workers (e.g. 4 nodes × 16 cores) ≈ {core_h / 64:.1f} h, 256 workers ≈ "
-        f"{core_h / 256 * 60:.0f} min. This is a projection from CPU cost; the wall-clock "
-        "columns here could not show the parallel speed-up because the 2 cores were busy "
-        f"with other jobs. Shards of 100 samples make {TARGET // 100:,} tasks of "
+        f"number: 64 workers (e.g. 4 nodes × 16 cores) ≈ {lean_h / 64:.1f} h "
+        f"({core_h / 64:.1f} h), 256 workers ≈ {lean_h / 256 * 60:.0f} min "
+        f"({core_h / 256 * 60:.0f} min). This is a projection from CPU cost: the wall-clock "
+        "columns here cannot show the parallel speed-up, because the 2 cores were busy with "
+        f"other jobs. Shards of 100 samples make {TARGET // 100:,} tasks of "
         f"~{100 * COST_256 / 60:.0f} min each (enough to balance the load; a killed worker "
         "loses at most one shard) and files of ~115 MB; the database is ~115 GB (1.15 MB per "
-        f"sample), written at ~{115e3 / (core_h / 64 * 3600):.0f} MB/s in aggregate by 64 "
+        f"sample), written at ~{115e3 / (lean_h / 64 * 3600):.0f} MB/s in aggregate by 64 "
         "workers, well within a shared file system's bandwidth. Memory per worker is one "
         "sample's arrays plus ASTRA's projection matrix (not measured here).",
     ]
