@@ -103,13 +103,18 @@ def _cluster(warm: GenerationConfig):
 
 
 def scaling(args) -> None:
+    import distributed  # noqa: F401  (its config defaults must exist before dask.config.set)
+
     size, n, shard = args.size, args.samples, args.shard_size
     warm = GenerationConfig(n=1, size=size).validate()
     make_sample(warm, 0)  # warm this process (imports, projection matrix)
     with ExitStack() as stack:
-        client = stack.enter_context(_cluster(warm))
-        with dask.config.set({TRIM: None}):  # dask's default sets it in every worker
+        # a nanny also puts its workers' variables into this process's environment, which
+        # later workers inherit: start the cluster without MALLOC_TRIM_THRESHOLD_ first
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        with dask.config.set({TRIM: None}):
             untrimmed = stack.enter_context(_cluster(warm))
+        client = stack.enter_context(_cluster(warm))  # dask's default sets it in every worker
         runs = [("one file", "local process", 1, {"workers": 1}),
                 ("one file", "local pool", 2, {"workers": 2}),
                 (f"shards of {shard}", "local process", 1, {"workers": 1, "shard_size": shard}),
