@@ -46,10 +46,13 @@ def reference_digest(reference):
 def client():
     """A dask cluster of 2 worker processes on 127.0.0.1 (one thread each)."""
     distributed = pytest.importorskip("distributed")
+    environ = dict(os.environ)  # a nanny sets its workers' variables here too: restore them
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as cluster:
         with distributed.Client(cluster) as c:
             yield c
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def _mtimes(directory) -> dict:
