@@ -41,12 +41,12 @@ def regenerate_command(summary: dict, out: str, shard_size: int | None = None) -
     cfg = summary["config"]
     epoch = int(datetime.fromisoformat(summary["created"]).timestamp())
     angles = ",".join(f"{a:g}" for a in cfg["angles"])
-    shards = f"--shard-size {shard_size} " if shard_size else ""
+    sharded = f"--shard-size {shard_size} " if shard_size else ""
     return (f"SOURCE_DATE_EPOCH={epoch} nanoedx generate --preset mini --n {cfg['n']} "
             f"--size {cfg['size']} --counts {cfg['counts']:g} --background "
             f"{cfg['background']:g} --angles={angles} --seed {cfg['seed']} "
             f"--backend {cfg['backend']} --dataset-version {cfg['dataset_version']} "
-            f"{shards}--out {out}  # nanoedx {summary['generator_version']}")
+            f"{sharded}--out {out}  # nanoedx {summary['generator_version']}")
 
 
 def _commands(summaries: list[dict], directory: Path) -> str:

@@ -164,7 +164,8 @@ def test_interrupted_local_run_is_finished_by_the_same_call(tmp_path, monkeypatc
     assert again == after  # a finished run: nothing to do
 
 
-def test_publish_a_sharded_release(tmp_path):
+def test_publish_a_sharded_release_that_regenerates_byte_for_byte(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1795737600")
     out = generate(tmp_path / "db", None, shard_size=4, progress=False, **SMALL)
     entry = publish(out, "1.0.0", name="tiny", registry=tmp_path / "reg.json")
     assert sorted(entry["files"]) == ["shard-00000.h5", "shard-00001.h5"]
@@ -172,6 +173,8 @@ def test_publish_a_sharded_release(tmp_path):
     assert "--n 7 " in entry["command"] and "--shard-size 4 --out db" in entry["command"]
     index = shards.read_index(out)
     assert entry["files"]["shard-00001.h5"] == "sha256:" + index["shards"][1]["sha256"]
+    again = generate(tmp_path / "again", None, shard_size=4, workers=2, progress=False, **SMALL)
+    assert {p.name: "sha256:" + shards.sha256(p) for p in again.glob("*.h5")} == entry["files"]
 
 
 def test_sharded_errors(tmp_path):
