@@ -43,14 +43,19 @@ def _add_generate(sub) -> None:
     p.add_argument("--mesh-dir", help="with --backend blender: also save each particle's "
                                       "meshes (binary STL) in this folder")
     p.add_argument("--dataset-version", help="semantic version of the database")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--shard-size", type=int,
+                   help="write one file per N samples into the folder --out, plus index.json; "
+                        "rerunning the command redoes only the missing shards")
+    _add_scheduler(p)
+    p.add_argument("--out", required=True, help="output HDF5 file (a folder with --shard-size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(func=lambda a: print(gen.generate(
         a.out, a.preset, n=a.n, size=a.size, counts=a.counts, background=a.background,
         angles=a.angles, seed=a.seed, backend=a.backend, dataset_version=a.dataset_version,
-        workers=a.workers, overwrite=a.overwrite, resume=a.resume, mesh_dir=a.mesh_dir)))
+        workers=a.workers, shard_size=a.shard_size, client=a.scheduler,
+        overwrite=a.overwrite, resume=a.resume, mesh_dir=a.mesh_dir)))
 
 
 def _add_voxelize(sub) -> None:
@@ -85,15 +90,26 @@ def _add_voxelize(sub) -> None:
         background=a.background, angles=a.angles, seed=a.seed, overwrite=a.overwrite)))
 
 
+def _add_scheduler(p) -> None:
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="map the shards over the dask.distributed cluster of this scheduler, "
+                        "e.g. tcp://head:8786 (workers need a shared file system; "
+                        'pip install "nanoedx[distributed]")')
+
+
 def _add_renoise(sub) -> None:
     p = sub.add_parser("renoise", help="add a noise level to a database")
-    p.add_argument("file")
+    p.add_argument("file", help="database file, or folder of a sharded one")
     p.add_argument("--counts", type=float, required=True, help="signal counts per map (> 0)")
     p.add_argument("--background", type=float, required=True, help="background counts per map")
     p.add_argument("--seed", type=int, help="noise seed (default: derived from the file's seed)")
     p.add_argument("--overwrite", action="store_true", help="replace the level if present")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local processes renoising the shards of a sharded folder (default 1)")
+    _add_scheduler(p)
     p.set_defaults(func=lambda a: print(gen.renoise(
-        a.file, a.counts, a.background, seed=a.seed, overwrite=a.overwrite)))
+        a.file, a.counts, a.background, seed=a.seed, overwrite=a.overwrite,
+        client=a.scheduler, workers=a.workers)))
 
 
 def _add_publish(sub) -> None:

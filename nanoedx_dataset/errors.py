@@ -29,3 +29,11 @@ class OutputExistsError(NanoEDXError, FileExistsError):
 
 class MissingExtraError(NanoEDXError, ImportError):
     """An optional dependency (a ``pip install "nanoedx[extra]"``) is missing."""
+
+
+class GenerationError(NanoEDXError, RuntimeError):
+    """Some shards of a sharded run failed; the finished ones are kept (rerun to finish)."""
+
+
+class SchedulerError(NanoEDXError, ConnectionError):
+    """The dask scheduler given could not be reached."""

@@ -5,7 +5,9 @@ Samples are independent, so they are computed in worker processes and written by
 order. The file is written under ``<out>.partial`` with a per-sample ``written`` flag and renamed
 to ``<out>`` only when complete: an interrupted run leaves no file that looks finished, and
 ``resume=True`` continues it. Every random draw depends only on the seed and the sample's index,
-so the same seed and config give bit-identical arrays with any number of workers.
+so the same seed and config give bit-identical arrays with any number of workers. With a shard
+size, the run is a folder of shard files instead, computed on a local pool or a dask cluster
+(:mod:`nanoedx_dataset.shards`, which builds each shard with :func:`build`).
 """
 
 from __future__ import annotations
@@ -103,9 +105,12 @@ def sample_from_occupancy(cfg: GenerationConfig, index: int, occ: np.ndarray, pa
                   {"project": t2 - t1, "noise": t3 - t2})
 
 
-def write_sample(f: h5py.File, counts_ds: h5py.Dataset, s: Sample) -> None:
-    """Write one sample's arrays and catalogue row, then mark it written (flushed)."""
-    i = s.index
+def write_sample(f: h5py.File, counts_ds: h5py.Dataset, s: Sample, first: int = 0) -> None:
+    """Write one sample's arrays and catalogue row, then mark it written (flushed).
+
+    ``first`` is the global index of the file's first sample (non-zero in a shard).
+    """
+    i = s.index - first
     f["volume"][i] = s.volume
     f["projection"][i] = s.projection
     counts_ds[i] = s.noisy
@@ -138,7 +143,8 @@ def _created() -> str:
     return when.isoformat(timespec="seconds")
 
 
-def _partial_path(out: Path) -> Path:
+def partial_path(out: Path) -> Path:
+    """Where ``out`` is written until complete: ``<out>.partial`` (never matches ``*.h5``)."""
     return out.with_name(out.name + ".partial")
 
 
@@ -149,29 +155,83 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"the output folder {out.parent} does not exist; create it first")
 
 
-def _create(partial: Path, cfg: GenerationConfig) -> None:
-    """An empty database for ``cfg`` at ``partial``, with its noise level's group."""
+def _create(partial: Path, cfg: GenerationConfig, n: int, attrs: dict) -> None:
+    """An empty database of ``n`` samples for ``cfg`` at ``partial``, with its noise group."""
     partial.unlink(missing_ok=True)
-    attrs = {"dataset_version": cfg.dataset_version, "generator_version": __version__,
-             "config": cfg.to_json(), "created": _created(), "complete": np.int8(0)}
-    schema.create(partial, cfg.n, cfg.size, np.array(cfg.angles), ELEMENTS, attrs)
+    schema.create(partial, n, cfg.size, np.array(cfg.angles), ELEMENTS, attrs)
     schema.create_noise_group(partial, noise_tag(cfg.counts, cfg.background),
                               {"counts": cfg.counts, "background": cfg.background,
                                "seed": noise_seed(cfg.seed, cfg.counts, cfg.background)})
+
+
+def root_attrs(cfg: GenerationConfig, created: str, first_sample: int | None = None) -> dict:
+    """Root attributes of a new file; ``first_sample`` is given for a shard only."""
+    attrs = {"dataset_version": cfg.dataset_version, "generator_version": __version__,
+             "config": cfg.to_json(), "created": created, "complete": np.int8(0)}
+    if first_sample is not None:
+        attrs[schema.FIRST_SAMPLE] = np.int64(first_sample)
+    return attrs
+
+
+def resolve_config(preset_name: str | None, **overrides) -> GenerationConfig:
+    """A preset with the given (non-None) overrides, validated; no preset needs n and size."""
+    base = preset(preset_name) if preset_name else None
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if base is None and ("n" not in overrides or "size" not in overrides):
+        raise ConfigError("without a preset, give both n and size")
+    cfg = replace(base, **overrides) if base else GenerationConfig(**overrides)
+    return cfg.validate()
+
+
+def build(partial: Path, cfg: GenerationConfig, start: int, stop: int, attrs: dict, *,
+          workers: int = 1, resume: bool = False, progress: bool = True,
+          desc: str = "generate", mesh_dir=None) -> None:
+    """Write samples ``start`` to ``stop - 1`` of ``cfg`` into ``partial`` and mark it complete.
+
+    The file is created anew (root attributes ``attrs``), or with ``resume`` continued from
+    its ``written`` flags; either way it holds the run's splits for its range and its first
+    noise level. Moving it to its final name is the caller's job. ``mesh_dir``: see
+    :func:`generate`.
+    """
+    if resume and partial.exists():
+        with schema.open_database(partial, complete=False) as f:
+            stored = schema.config(f)
+            if GenerationConfig.from_json(f.attrs["config"]) != cfg:
+                raise ConfigError(f"{partial} was started with another config ({stored}); "
+                                  "rerun with the same options or pass --overwrite")
+            todo = [start + int(i) for i in np.flatnonzero(f["written"][:] != 1)]
+        log.info("resuming %s: %d of %d samples left", partial, len(todo), stop - start)
+    else:
+        _create(partial, cfg, stop - start, attrs)
+        with h5py.File(partial, "r+") as f:
+            f["split"][:] = splits(cfg.n, cfg.seed)[start:stop]
+        todo = list(range(start, stop))
+
+    tag = schema.noisy_path(noise_tag(cfg.counts, cfg.background))
+    with h5py.File(partial, "r+") as f:
+        counts_ds = f[tag][schema.NOISY_FIELD.name]
+        bar = tqdm(total=stop - start, initial=stop - start - len(todo), desc=desc,
+                   unit="sample", disable=not progress)
+        extra = () if mesh_dir is None else (mesh_dir,)
+        for s in _map(make_sample, [(cfg, i, *extra) for i in todo], workers):
+            write_sample(f, counts_ds, s, first=start)
+            bar.update()
+        bar.close()
+        f.attrs["complete"] = np.int8(1)
 
 
 def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
              size: int | None = None, counts: float | None = None,
              background: float | None = None, angles=None, seed: int | None = None,
              backend: str | None = None, dataset_version: str | None = None, workers: int = 1,
-             overwrite: bool = False, resume: bool = False, progress: bool = True,
-             mesh_dir=None) -> Path:
+             shard_size: int | None = None, client=None, overwrite: bool = False,
+             resume: bool = False, progress: bool = True, mesh_dir=None) -> Path:
     """Generate a simulated EDX tomography database.
 
     Parameters
     ----------
     out : path-like
-        The HDF5 file to write.
+        The HDF5 file to write; with ``shard_size``, the folder of shard files.
     preset_name : {"mini", "standard", "paper"} or None
         Starting config (mini: 64 samples at 64^3; standard: 1000 at 128^3; paper: 1000 at
         256^3; all 16 angles -75..75 deg and 1000 counts + 100 background per map). Any keyword
@@ -179,11 +239,20 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
     n, size, counts, background, angles, seed, backend, dataset_version
         See :class:`nanoedx_dataset.config.GenerationConfig`.
     workers : int
-        Processes computing samples (the parent writes).
+        Processes computing samples (the parent writes); with ``shard_size``, processes each
+        computing and writing whole shards.
+    shard_size : int, optional
+        Write one file of (at most) this many samples per shard into the folder ``out``, plus
+        ``index.json`` (see :mod:`nanoedx_dataset.shards`). Rerunning the same call keeps the
+        finished shards and redoes only the missing ones.
+    client : dask.distributed.Client or str, optional
+        Map the shards over this dask cluster (or the scheduler at this address) instead of
+        local processes; needs ``shard_size`` and a folder every worker can write to.
     overwrite : bool
         Replace an existing ``out`` (and discard an interrupted run).
     resume : bool
-        Continue an interrupted run of the same config from ``<out>.partial``.
+        Continue an interrupted run of the same config from ``<out>.partial`` (a sharded run
+        always continues a run of the same config).
     progress : bool
         Show a tqdm progress bar.
     mesh_dir : path-like, optional
@@ -199,52 +268,32 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
     Examples
     --------
     >>> generate("mini.h5", "mini", n=4, size=32)  # doctest: +SKIP
+    >>> generate("big", "paper", shard_size=100, client="tcp://head:8786")  # doctest: +SKIP
     """
     out = Path(out)
-    base = preset(preset_name) if preset_name else None
-    if base is None and (n is None or size is None):
-        raise ConfigError("without a preset, give both n and size")
-    overrides = {k: v for k, v in dict(n=n, size=size, counts=counts, background=background,
-                                       angles=angles, seed=seed, backend=backend,
-                                       dataset_version=dataset_version).items() if v is not None}
-    cfg = replace(base, **overrides) if base else GenerationConfig(**overrides)
-    cfg = cfg.validate()
+    cfg = resolve_config(preset_name, n=n, size=size, counts=counts, background=background,
+                         angles=angles, seed=seed, backend=backend,
+                         dataset_version=dataset_version)
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
-    partial = _partial_path(out)
+    if mesh_dir is not None:
+        if shard_size is not None or client is not None:
+            raise ConfigError("--mesh-dir works with a single output file, not with shards")
+        check_mesh_backend(cfg.backend)
+    if shard_size is not None or client is not None:
+        from . import shards  # shards builds on this module
+
+        return shards.generate_sharded(out, cfg, shard_size, client=client, workers=workers,
+                                       overwrite=overwrite, progress=progress)
+    partial = partial_path(out)
     _check_output(out, overwrite)
     if partial.exists() and not (resume or overwrite):
         raise OutputExistsError(f"an interrupted run left {partial}; pass --resume to continue "
                                 "it or --overwrite to start over")
     if mesh_dir is not None:
-        check_mesh_backend(cfg.backend)
         Path(mesh_dir).mkdir(parents=True, exist_ok=True)
-
-    if resume and partial.exists():
-        with schema.open_database(partial, complete=False) as f:
-            stored = schema.config(f)
-            if GenerationConfig.from_json(f.attrs["config"]) != cfg:
-                raise ConfigError(f"{partial} was started with another config ({stored}); "
-                                  "rerun with the same options or pass --overwrite")
-            todo = [int(i) for i in np.flatnonzero(f["written"][:] != 1)]
-        log.info("resuming %s: %d of %d samples left", partial, len(todo), cfg.n)
-    else:
-        _create(partial, cfg)
-        with h5py.File(partial, "r+") as f:
-            f["split"][:] = splits(cfg.n, cfg.seed)
-        todo = list(range(cfg.n))
-
-    tag = schema.noisy_path(noise_tag(cfg.counts, cfg.background))
-    with h5py.File(partial, "r+") as f:
-        counts_ds = f[tag][schema.NOISY_FIELD.name]
-        bar = tqdm(total=cfg.n, initial=cfg.n - len(todo), desc=f"generate {out.name}",
-                   unit="sample", disable=not progress)
-        extra = () if mesh_dir is None else (mesh_dir,)
-        for s in _map(make_sample, [(cfg, i, *extra) for i in todo], workers):
-            write_sample(f, counts_ds, s)
-            bar.update()
-        bar.close()
-        f.attrs["complete"] = np.int8(1)
+    build(partial, cfg, 0, cfg.n, root_attrs(cfg, _created()), workers=workers,
+          resume=resume, progress=progress, desc=f"generate {out.name}", mesh_dir=mesh_dir)
     schema.replace_atomically(partial, out)
     return out
 
@@ -278,9 +327,9 @@ def write_one(out, cfg: GenerationConfig, occ: np.ndarray, params: str, family: 
         raise ConfigError(f"write_one writes one sample of shape {expected}; got n={cfg.n} and "
                           f"an occupancy of shape {occ.shape}")
     sample = sample_from_occupancy(cfg, 0, occ, params, family, kind)
-    partial = _partial_path(out)
+    partial = partial_path(out)
     try:
-        _create(partial, cfg)
+        _create(partial, cfg, 1, root_attrs(cfg, _created()))
         with h5py.File(partial, "r+") as f:
             f["split"][:] = [split]
             tag = schema.noisy_path(noise_tag(cfg.counts, cfg.background))
@@ -324,13 +373,15 @@ def generate_from_mesh(mesh, out, size: int, *, extent: float | None = 0.9,
 
 
 def renoise(path, counts: float, background: float, *, seed: int | None = None,
-            overwrite: bool = False, progress: bool = True) -> str:
+            overwrite: bool = False, client=None, workers: int = 1,
+            progress: bool = True) -> str:
     """Add a noise level to an existing database, touching nothing else in it.
 
     Parameters
     ----------
     path : path-like
-        A complete nanoedx database.
+        A complete nanoedx database, or the folder of a sharded one (each shard is rewritten
+        under a temporary name and renamed, and ``index.json`` updated).
     counts, background : float
         Signal counts per map on average (> 0) and background counts per map (>= 0).
     seed : int, optional
@@ -338,6 +389,10 @@ def renoise(path, counts: float, background: float, *, seed: int | None = None,
         same call always gives the same counts.
     overwrite : bool
         Replace the level if the file has it already.
+    client : dask.distributed.Client or str, optional
+        For a sharded database: renoise the shards on this dask cluster.
+    workers : int
+        For a sharded database: local processes renoising shards.
     progress : bool
         Show a tqdm progress bar.
 
@@ -347,11 +402,27 @@ def renoise(path, counts: float, background: float, *, seed: int | None = None,
         The level's tag, e.g. ``"c100_b10"``; its group is ``noisy/<tag>``.
     """
     path = Path(path)
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    if path.is_dir():
+        from . import shards  # shards builds on this module
+
+        return shards.renoise_sharded(path, counts, background, seed=seed, overwrite=overwrite,
+                                      client=client, workers=workers, progress=progress)
+    return renoise_file(path, counts, background, seed=seed, overwrite=overwrite,
+                        progress=progress)
+
+
+def renoise_file(path, counts: float, background: float, *, seed: int | None = None,
+                 overwrite: bool = False, progress: bool = True) -> str:
+    """:func:`renoise` of one file (a whole database or one shard)."""
+    path = Path(path)
     counts, background = check_dose(counts, background)
     tag = noise_tag(counts, background)
     with schema.open_database(path) as f:
         cfg = schema.config(f)
         n = f["projection"].shape[0]
+        first = schema.first_sample(f)
         exists = tag in schema.noise_levels(f)
         stale = schema.PARTIAL_PREFIX + tag in f.get(schema.NOISY, {})
     if exists and not overwrite:
@@ -366,10 +437,8 @@ def renoise(path, counts: float, background: float, *, seed: int | None = None,
     with h5py.File(path, "r+") as f:
         ds = f[schema.noisy_path(tmp)][schema.NOISY_FIELD.name]
         for i in tqdm(range(n), desc=f"renoise {tag}", unit="sample", disable=not progress):
-            ds[i] = add_noise(f["projection"][i], counts, background, noise_rng(seed, i))
+            ds[i] = add_noise(f["projection"][i], counts, background, noise_rng(seed, first + i))
         if exists:
             del f[schema.noisy_path(tag)]
         f.move(schema.noisy_path(tmp), schema.noisy_path(tag))
     return tag
-
-

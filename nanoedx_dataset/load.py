@@ -9,7 +9,6 @@ overrides it). A cached file whose hash matches is used with no network call.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from functools import lru_cache
@@ -19,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import schema
+from . import schema, shards
 from .errors import ConfigError, DatasetNotFoundError, SchemaError
+from .files import sha256
 
 URL_ENV = "NANOEDX_DATA_URL"
 CACHE_ENV = "NANOEDX_DATA_DIR"
@@ -53,15 +53,6 @@ def release_entry(name: str, version: str = "latest") -> tuple[str, dict]:
         raise DatasetNotFoundError(f"release {name!r} has no version {version!r}; "
                                    f"known versions: {', '.join(versions)}")
     return version, versions[version]
-
-
-def sha256(path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_hash(path: Path, expected: str) -> None:
@@ -146,6 +137,7 @@ def download(files: dict[str, str], base: str, cache_dir, fix: str,
 
 def _local_files(path: Path) -> list[Path]:
     if path.is_dir():
+        shards.check_complete(path)  # a sharded run still being written is refused
         files = sorted(path.glob("*.h5"))
         if not files:
             raise DatasetNotFoundError(f"no .h5 files in {path}; generate one with "

@@ -17,7 +17,7 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
-from . import card, load
+from . import card, load, shards
 from .config import PRESETS
 from .errors import ConfigError, DatasetNotFoundError
 from .files import atomic_output
@@ -35,16 +35,26 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def regenerate_command(summary: dict, out: str) -> str:
-    """The exact ``nanoedx generate`` command that rewrites a file byte for byte."""
+def regenerate_command(summary: dict, out: str, shard_size: int | None = None) -> str:
+    """The exact ``nanoedx generate`` command that rewrites a file (or, with ``shard_size``,
+    a folder of shards) byte for byte."""
     cfg = summary["config"]
     epoch = int(datetime.fromisoformat(summary["created"]).timestamp())
     angles = ",".join(f"{a:g}" for a in cfg["angles"])
+    sharded = f"--shard-size {shard_size} " if shard_size else ""
     return (f"SOURCE_DATE_EPOCH={epoch} nanoedx generate --preset mini --n {cfg['n']} "
             f"--size {cfg['size']} --counts {cfg['counts']:g} --background "
             f"{cfg['background']:g} --angles={angles} --seed {cfg['seed']} "
             f"--backend {cfg['backend']} --dataset-version {cfg['dataset_version']} "
-            f"--out {out}  # nanoedx {summary['generator_version']}")
+            f"{sharded}--out {out}  # nanoedx {summary['generator_version']}")
+
+
+def _commands(summaries: list[dict], directory: Path) -> str:
+    """How to rebuild the files: one sharded command for a sharded run, else one per file."""
+    index = shards.read_index(directory)
+    if index is not None:
+        return regenerate_command(summaries[0], directory.name, index["shard_size"])
+    return " && ".join(regenerate_command(s, Path(s["path"]).name) for s in summaries)
 
 
 def _release_name(summary: dict) -> str:
@@ -137,6 +147,7 @@ def publish(directory, version: str, *, name: str | None = None, registry=None, 
     if not files:
         raise DatasetNotFoundError(f"no .h5 files in {directory}; generate them with "
                                    "`nanoedx generate --out DIR/FILE.h5`")
+    shards.check_complete(directory)
     token = token if token is not None else os.environ.get(TOKEN_ENV, "")
     if upload and not token:
         raise ConfigError(f"--upload needs a Zenodo token in {TOKEN_ENV} (Zenodo > "
@@ -161,7 +172,7 @@ def publish(directory, version: str, *, name: str | None = None, registry=None, 
         "noise_levels": sorted(set().union(*(s["noise_levels"] for s in summaries))),
         "bytes": sum(p.stat().st_size for p in files),
         "generator_version": first["generator_version"],
-        "command": " && ".join(regenerate_command(s, Path(s["path"]).name) for s in summaries),
+        "command": _commands(summaries, directory),
         "url": None,
         "embedded": embed,
     }

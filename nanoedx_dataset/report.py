@@ -29,6 +29,7 @@ def info(path) -> dict:
         return {
             "path": str(path),
             "samples": int(f["volume"].shape[0]),
+            "first_sample": schema.first_sample(f),
             "size": int(f["volume"].shape[-1]),
             "angles": [float(a) for a in f["angle"][:]],
             "elements": schema.strings(f["element"]),

@@ -66,6 +66,9 @@ NOISY_FIELD = Field("counts", ("sample", "element", "angle", "row", "col"), "u2"
 NOISY_ATTRS = ("counts", "background", "seed")
 ROOT_ATTRS = ("format_name", "format_version", "dataset_version", "generator_version",
               "config", "created", "complete")
+# Optional root attribute of a shard: the global index of its first sample (0 when absent).
+# A shard's config is the whole run's; its samples are the run's first_sample, first_sample + 1...
+FIRST_SAMPLE = "first_sample"
 
 
 def fields() -> dict[str, Field]:
@@ -202,6 +205,11 @@ def noise_levels(f: h5py.File) -> dict[str, dict]:
     return out
 
 
+def first_sample(f: h5py.File) -> int:
+    """Global index of an open file's first sample: 0, or a shard's ``first_sample``."""
+    return int(np.ravel(f.attrs.get(FIRST_SAMPLE, 0))[0])
+
+
 def config(f: h5py.File) -> dict:
     """The generation config stored in an open file."""
     return json.loads(f.attrs["config"])
@@ -238,6 +246,7 @@ def problems(f: h5py.File) -> list[str]:
         bad = set(cols[col]) - set(valid)
         if bad:
             out.append(f"{col} holds unknown values {sorted(bad)}; valid: {', '.join(valid)}")
+    first = first_sample(f)
     for i, raw in enumerate(cols["params"]):
         if cols["family"][i] == MESH_FAMILY:
             if "mesh" not in _json_object(raw):
@@ -249,7 +258,7 @@ def problems(f: h5py.File) -> list[str]:
             out.append(f"sample {i}: params is not a spec ({err})")
             continue
         fam = cols["family"][i]
-        if spec.family != fam or spec.index != i:
+        if spec.family != fam or spec.index != first + i:
             out.append(f"sample {i}: params (family {spec.family}, index {spec.index}) "
                        f"disagree with the catalogue (family {fam})")
     for i in range(n):

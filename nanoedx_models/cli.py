@@ -11,6 +11,7 @@ from nanoedx_dataset.cli import build_parser, run
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.files import atomic_output
 
+from . import distributed
 from .benchmark import DIMS, benchmark, markdown
 from .denoisers import DENOISERS
 from .experimental import denoise_series, reconstruct_series, thin
@@ -122,6 +123,16 @@ def _benchmark(a) -> None:
     print(f"written to {a.out}")
 
 
+def _train(a) -> None:
+    out = train(a.data, a.out, preset=a.preset, epochs=a.epochs, batch_size=a.batch_size,
+                lr=a.lr, device=a.device, seed=a.seed, noise=a.noise, counts=a.counts,
+                background=a.background, background_fraction=a.background_fraction,
+                per_structure=not a.all_maps, maps_per_epoch=a.maps_per_epoch,
+                workers=a.workers, resume=a.resume)
+    if distributed.world().main:  # under torchrun, one line (rank 0's)
+        print(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, sub = build_parser()
     p = sub.add_parser("train", help="train a U-net denoiser on a database")
@@ -129,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", required=True, help="model file to write (.pt)")
     p.add_argument("--preset", default="small", help="U-net preset: paper, small, tiny")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="maps per step; under torchrun the global batch, shared by the processes")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
@@ -143,11 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--maps-per-epoch", type=int)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
-    p.set_defaults(func=lambda a: print(train(
-        a.data, a.out, preset=a.preset, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-        device=a.device, seed=a.seed, noise=a.noise, counts=a.counts, background=a.background,
-        background_fraction=a.background_fraction, per_structure=not a.all_maps,
-        maps_per_epoch=a.maps_per_epoch, workers=a.workers, resume=a.resume)))
+    p.set_defaults(func=_train)
     p = _series_parser(
         sub, "denoise", "denoise a tilt series of EDX count maps with a U-net",
         "Denoise every map (angle, row, col) of one or more elements; writes expected signal "

@@ -54,6 +54,8 @@ class _Source:
                              "levels": schema.noise_levels(f),
                              "angles": f["angle"][:],
                              "dataset_version": str(f.attrs["dataset_version"]),
+                             "sharded": schema.FIRST_SAMPLE in f.attrs,
+                             "first": schema.first_sample(f),
                              "elements": schema.strings(f["element"])})
         self.meta = meta
 
@@ -172,7 +174,10 @@ class EDXMaps(_Base):
         for fi, s, elements in self._samples():
             n_angles = len(self.src.meta[fi]["angles"])
             if per_structure:
-                rng = np.random.default_rng(np.random.SeedSequence([self.seed, fi, s]))
+                # a shard of a sharded run draws as the run's one file would: by global index
+                m = self.src.meta[fi]
+                key = [0, m["first"] + s] if m["sharded"] else [fi, s]
+                rng = np.random.default_rng(np.random.SeedSequence([self.seed, *key]))
                 self.items.append((fi, s, int(rng.choice(elements)), int(rng.integers(n_angles))))
             else:
                 self.items += [(fi, s, e, a) for e in elements for a in range(n_angles)]

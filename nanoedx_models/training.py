@@ -3,7 +3,9 @@
 Each epoch draws its own noise (on-the-fly mode) and its own shuffling from ``(seed, epoch)``,
 and a checkpoint (model, optimizer, history) is written after every epoch, so ``resume=True``
 continues an interrupted run to exactly the weights an uninterrupted run reaches. The model
-file keeps the weights of the best validation epoch.
+file keeps the weights of the best validation epoch. Started by ``torchrun``, the processes
+train one model data-parallel (DDP) on shares of the same global batches
+(:mod:`nanoedx_models.distributed`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nanoedx_dataset import __version__
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.files import atomic_output
 
+from . import distributed
 from .datasets import EDXMaps
 from .modelfile import load_model, save_model
 from .unet import PRESETS, UNet
@@ -83,6 +86,12 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
     resume : bool
         Continue from ``<out>.ckpt``.
 
+    Notes
+    -----
+    Run under ``torchrun`` (several processes, ``WORLD_SIZE`` > 1), ``batch_size`` is the
+    global batch, shared equally by the processes (it must divide by their number); rank 0
+    writes the model file and checkpoints. See :mod:`nanoedx_models.distributed`.
+
     Returns
     -------
     Path
@@ -93,6 +102,8 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
         raise ConfigError(f"unknown U-net preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
+    world = distributed.world()
+    local_batch = distributed.per_process_batch(batch_size, world)
     dev = pick_device(device)
     kw = dict(noise=noise, counts=counts, background=background,
               background_fraction=background_fraction, seed=seed)
@@ -101,9 +112,28 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ConfigError(f"{data} has {len(train_ds)} train and {len(val_ds)} val maps; "
                           "training needs both")
+    meta = {"data": str(data), "data_version": train_ds.src.meta[0]["dataset_version"],
+            "noise": noise, "counts": counts, "background": background,
+            "background_fraction": background_fraction, "preset": preset, "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "per_structure": per_structure,
+            "train_maps": len(train_ds), "val_maps": len(val_ds), "nanoedx": __version__,
+            "processes": world.size}
+    dev = distributed.setup(world, dev)
+    try:
+        return _fit(train_ds, val_ds, out, meta, world, dev, local_batch, maps_per_epoch,
+                    workers, resume, progress)
+    finally:
+        distributed.teardown(world)
+
+
+def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
+         local_batch: int, maps_per_epoch: int | None, workers: int, resume: bool,
+         progress: bool) -> Path:
+    """The epochs of :func:`train` (in each process of a DDP run)."""
+    epochs, batch_size, seed = meta["epochs"], meta["batch_size"], meta["seed"]
     torch.manual_seed(seed)
-    model = UNet.from_preset(preset).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = UNet.from_preset(meta["preset"]).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=meta["lr"])
     history, best, start = [], float("inf"), 0
     ckpt = _checkpoint_path(out)
     if resume:
@@ -113,11 +143,7 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, best, start = state["history"], state["best"], state["epoch"] + 1
-    meta = {"data": str(data), "data_version": train_ds.src.meta[0]["dataset_version"],
-            "noise": noise, "counts": counts, "background": background,
-            "background_fraction": background_fraction, "preset": preset, "epochs": epochs,
-            "batch_size": batch_size, "lr": lr, "seed": seed, "per_structure": per_structure,
-            "train_maps": len(train_ds), "val_maps": len(val_ds), "nanoedx": __version__}
+    net = distributed.wrap(model, world, dev)
     val_loader = DataLoader(val_ds, batch_size=batch_size, num_workers=workers)
     loss_fn = torch.nn.L1Loss()
     for epoch in range(start, epochs):
@@ -125,19 +151,24 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         sampler = RandomSampler(train_ds, num_samples=maps_per_epoch or len(train_ds),
                                 generator=gen)
-        loader = DataLoader(train_ds, batch_size=batch_size, sampler=sampler,
+        if world.parallel:  # this process's share of the same global batches
+            sampler = distributed.DealtSampler(list(sampler), world)
+        loader = DataLoader(train_ds, batch_size=local_batch, sampler=sampler,
                             num_workers=workers)
-        model.train()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False)
+        net.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not (progress and world.main), leave=False)
         running = []
         for x, y in bar:
             opt.zero_grad()
-            loss = loss_fn(model(x.to(dev)), y.to(dev))
+            loss = loss_fn(net(x.to(dev)), y.to(dev))
             loss.backward()
             opt.step()
-            running.append(loss.item())
+            running.append(distributed.mean(loss.detach(), world))  # the global batch's loss
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+        if not world.main:
+            distributed.barrier(world)  # rank 0 evaluates and writes
+            continue
         val = _evaluate(model, val_loader, dev)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(running)), "val_nmae": val})
         log.info("epoch %d: loss %.4f, val nMAE %.2f %%", epoch + 1, np.mean(running), val)
@@ -150,9 +181,10 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
                                     "history": history})
         _save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                 "history": history, "best": best, "epoch": epoch})
-    # the model file records the whole history, whichever epoch was best
-    model_best, meta_best = load_model(out)
-    save_model(out, model_best, {**meta_best, "history": history})
+        distributed.barrier(world)
+    if world.main:  # the model file records the whole history, whichever epoch was best
+        model_best, meta_best = load_model(out)
+        save_model(out, model_best, {**meta_best, "history": history})
     return out
 
 

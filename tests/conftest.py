@@ -2,7 +2,7 @@
 
 import pytest
 
-from nanoedx_dataset import generate
+from nanoedx_dataset import generate, generator
 
 TINY = dict(n=12, size=32, seed=7)
 
@@ -12,3 +12,15 @@ def tiny_db(tmp_path_factory):
     """12 samples at 32^3 (every family once), 16 angles, noise c1000_b100."""
     path = tmp_path_factory.mktemp("db") / "tiny.h5"
     return generate(path, None, progress=False, **TINY)
+
+
+def fail_at_sample(monkeypatch, index: int, error: BaseException) -> None:
+    """Make the generator raise ``error`` when it computes sample ``index`` (in this process)."""
+    real = generator.make_sample
+
+    def failing(cfg, i):
+        if i == index:
+            raise error
+        return real(cfg, i)
+
+    monkeypatch.setattr(generator, "make_sample", failing)

@@ -7,7 +7,7 @@ from nanoedx_dataset import (ConfigError, DatasetNotFoundError, OutputExistsErro
                              SchemaError, generate, info, renoise, verify, voxelize)
 from nanoedx_dataset import generator, schema
 
-from conftest import TINY
+from conftest import TINY, fail_at_sample
 
 
 def test_xarray_shows_the_named_dimensions(tiny_db):
@@ -69,13 +69,7 @@ def test_interrupted_run_leaves_no_complete_file_and_resume_finishes_it(tmp_path
                                                                        tiny_db):
     out = tmp_path / "cut.h5"
     real = generator.make_sample
-
-    def dies_at_5(cfg, index):
-        if index == 5:
-            raise KeyboardInterrupt
-        return real(cfg, index)
-
-    monkeypatch.setattr(generator, "make_sample", dies_at_5)
+    fail_at_sample(monkeypatch, 5, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         generate(out, None, progress=False, **TINY)
     partial = tmp_path / "cut.h5.partial"
