@@ -112,7 +112,7 @@ def dose_figure(boards: list[dict], path: Path, dim: str = "2d") -> None:
     ax.set_title(f"{dim.upper()} nMAE against dose, {Path(boards[0]['data']['source']).name} "
                  f"{boards[0]['split']}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
     _save(fig, path)
 
 
