@@ -22,6 +22,25 @@ def _composite(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(rgb, 0, 1)
 
 
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures go to files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path, bbox_inches: str | None = "tight") -> Path:
+    """Write ``fig`` to ``path`` as a PNG (atomically) and close it."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches=bbox_inches, format="png")
+    pyplot().close(fig)
+    return path
+
+
 def preview(path, out, samples=None, noise: str | None = None) -> Path:
     """Draw central slices, clean projections and noisy maps of a few samples to a PNG.
 
@@ -41,11 +60,7 @@ def preview(path, out, samples=None, noise: str | None = None) -> Path:
     Path
         ``out``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = Path(out)
     with schema.open_database(path) as f:
         levels = schema.noise_levels(f)
@@ -92,7 +107,4 @@ def preview(path, out, samples=None, noise: str | None = None) -> Path:
             axes[r, 0].set_ylabel(f"#{i} {fams[i]}\n{kinds[i]}", fontsize=8)
     fig.suptitle(f"{Path(path).name}: noise {tag}", fontsize=10)
     fig.tight_layout()
-    with atomic_output(out) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return out
+    return save_png(fig, out, bbox_inches=None)

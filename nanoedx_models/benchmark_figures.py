@@ -6,24 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nanoedx_dataset.files import atomic_output
+from nanoedx_dataset.figures import pyplot, save_png
 
 ORTHO = ("z (xy plane)", "y (xz plane)", "x (yz plane)")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    _pyplot().close(fig)
 
 
 def _ok(board: dict, key: str) -> list[dict]:
@@ -37,7 +22,7 @@ def _subtitle(board: dict) -> str:
 
 def bar_chart(board: dict, dim: str, path: Path) -> None:
     """nMAE per method as bars with ±1 std error bars (Fig. 2b for 2d, Fig. 3b for 3d)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(_ok(board, f"nmae{dim}_mean"), key=lambda r: r[f"nmae{dim}_mean"])
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     y = np.arange(len(rows))
@@ -49,12 +34,12 @@ def bar_chart(board: dict, dim: str, path: Path) -> None:
     n = board["n_maps_2d"] if dim == "2d" else board["n_structures_3d"]
     ax.set_title(f"{dim.upper()}: {n} {'maps' if dim == '2d' else 'structures'}, "
                  f"{_subtitle(board)}", fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def example_maps(board: dict, examples: dict, path: Path) -> None:
     """Noisy map, each method's output and the ground truth of one test map (Fig. 2a)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [r["method"] for r in _ok(board, "nmae2d_mean") if f"2d/{r['method']}" in examples]
     panels = [("noisy counts", examples["2d/_noisy"])] + [
         (n, examples[f"2d/{n}"]) for n in names] + [("ground truth", examples["2d/_truth"])]
@@ -68,12 +53,12 @@ def example_maps(board: dict, examples: dict, path: Path) -> None:
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(f"One test map, {_subtitle(board)}", fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def example_orthoslices(board: dict, examples: dict, path: Path) -> None:
     """Central orthoslices of one structure's EM reconstruction per method (Fig. 3a)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [r["method"] for r in _ok(board, "nmae3d_mean") if f"3d/{r['method']}" in examples]
     panels = [(n, examples[f"3d/{n}"]) for n in names] + [("reference", examples["3d/_truth"])]
     fig, axes = plt.subplots(3, len(panels), figsize=(1.9 * len(panels), 6), squeeze=False)
@@ -88,12 +73,12 @@ def example_orthoslices(board: dict, examples: dict, path: Path) -> None:
         axes[i, 0].set_ylabel(label, fontsize=7)
     fig.suptitle(f"EM ({board['iterations']} it.) of one test structure, {_subtitle(board)}",
                  fontsize=9)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def dose_figure(boards: list[dict], path: Path, dim: str = "2d") -> None:
     """nMAE against signal counts per map, one line per method, from leaderboards at doses."""
-    plt = _pyplot()
+    plt = pyplot()
     boards = sorted(boards, key=lambda b: b["counts"])
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     methods = [r["method"] for r in boards[0]["rows"]]
@@ -113,7 +98,7 @@ def dose_figure(boards: list[dict], path: Path, dim: str = "2d") -> None:
                  f"{boards[0]['split']}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", ncol=2)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def leaderboard_figures(board: dict, examples: dict, out) -> list[Path]:

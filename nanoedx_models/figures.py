@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nanoedx_dataset.files import atomic_output
+from nanoedx_dataset.figures import pyplot, save_png
 
 PLANES = ("xy (z = mid)", "xz (y = mid)", "yz (x = mid)")
 COLOURS = np.array([[1.0, 0.15, 0.1], [0.1, 0.85, 0.2], [0.2, 0.4, 1.0], [1.0, 0.8, 0.1],
@@ -32,11 +32,7 @@ def composite(slices: np.ndarray) -> np.ndarray:
 def volume_figure(volume: np.ndarray, elements: list[str], path, title: str = "") -> Path:
     """PNG of the central orthoslices of (element, z, y, x): one row per element, plus a colour
     composite row when there are several elements (like the paper's Fig. 3a / 4b)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     slices = np.stack([orthoslices(v) for v in volume])  # (element, plane, n, n)
     rows = len(elements) + (len(elements) > 1)
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows + 0.4), squeeze=False)
@@ -55,8 +51,4 @@ def volume_figure(volume: np.ndarray, elements: list[str], path, title: str = ""
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -20,7 +20,7 @@ asked for.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -246,9 +246,8 @@ def read_series(inputs, elements=None, angles=None) -> Series:
         series = Series(np.concatenate([p.data for p in parts]),
                         elements or [p.elements[0] for p in parts],
                         found[0] if found else None, parts[0].metadata, parts[0].format)
-    if angles is not None:
-        series.angles = read_angles(angles)
-        Series.__post_init__(series)
+    if angles is not None:  # checked against the maps by Series
+        series = replace(series, angles=read_angles(angles))
     return series
 
 
