@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nanoedx_dataset import __version__, draw_spec, shapes, voxelize
-from nanoedx_dataset.specs import ELEMENTS, KINDS
-from nanoedx_dataset import meshes
-from nanoedx_dataset.blender import particle_meshes
-from nanoedx_dataset.voxelize import agreement, occupancy, sampled_volume
+from nanoedx_dataset import __version__, draw_spec, voxelize
+from nanoedx_dataset.simulate import shapes
+from nanoedx_dataset.simulate.specs import ELEMENTS, KINDS
+from nanoedx_dataset.simulate.voxelizers import meshes
+from nanoedx_dataset.simulate.voxelizers.blender import particle_meshes
+from nanoedx_dataset.simulate.voxelizers.analytic import occupancy, sampled_volume
+from nanoedx_dataset.simulate.voxelizers.compose import agreement
 
 RESULTS = Path(__file__).parent / "results"
 HEADING = "## Analytic vs Blender backends"

@@ -20,12 +20,13 @@ import numpy as np
 from scipy import ndimage
 
 from nanoedx_dataset import add_noise, project
-from nanoedx_dataset.noise import expected_signal
-from nanoedx_dataset.voxelize import occupancy
+from nanoedx_dataset.simulate.noise import expected_signal
+from nanoedx_dataset.simulate.voxelizers.analytic import occupancy
 from nanoedx_models import EDXMaps, denoise, load_pretrained
-from nanoedx_models.classical import GAUSSIAN_SIGMA, gaussian, oracle
-from nanoedx_models.metrics import nmae
-from nanoedx_models.pretrained import registry
+from nanoedx_models.denoisers.classical import GAUSSIAN_SIGMA, gaussian
+from nanoedx_models.denoisers.registry import oracle
+from nanoedx_models.evaluation.metrics import nmae
+from nanoedx_models.denoisers.pretrained import registry
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -3,7 +3,7 @@
 Simulated maps of the embedded ``mini`` release (val and test splits), drawn at a high dose
 (1e5 signal + 1e4 background counts), play the part of a user's long acquisition. Each is split
 binomially into a 1000-count input and a remainder
-(:func:`nanoedx_models.holdout.evaluate_holdout`); every method denoises the same inputs and
+(:func:`nanoedx_models.evaluation.holdout.evaluate_holdout`); every method denoises the same inputs and
 gets three numbers:
 
 * the hold-out score (no ground truth);
@@ -28,12 +28,12 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from nanoedx_dataset.files import atomic_output
+from nanoedx_dataset.store.files import atomic_output
 from nanoedx_models import EDXMaps
-from nanoedx_models.classical import gaussian
+from nanoedx_models.denoisers.classical import gaussian
 from nanoedx_models.denoisers import Denoiser
-from nanoedx_models.holdout import evaluate_holdout
-from nanoedx_models.metrics import nmae
+from nanoedx_models.evaluation.holdout import evaluate_holdout
+from nanoedx_models.evaluation.metrics import nmae
 
 COUNTS, HIGH, BACKGROUND = 1000.0, 1e5, 1e4
 METHODS = ("noisy", Denoiser("gaussian-0.7", gaussian, "fixed", default=0.7),

@@ -20,9 +20,9 @@ import json
 import time
 from pathlib import Path
 
-from nanoedx_dataset.files import atomic_output
-from nanoedx_models.benchmark import benchmark
-from nanoedx_models.benchmark_figures import dose_figure
+from nanoedx_dataset.store.files import atomic_output
+from nanoedx_models.evaluation.benchmark import benchmark
+from nanoedx_models.evaluation.figures import dose_figure
 
 RESULTS = Path(__file__).parent / "results"
 

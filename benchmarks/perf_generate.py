@@ -29,11 +29,11 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from nanoedx_dataset import __version__, generate, schema
-from nanoedx_dataset.config import PRESETS, GenerationConfig
-from nanoedx_dataset.generator import make_sample, write_sample
-from nanoedx_dataset.noise import noise_tag
-from nanoedx_dataset.specs import ELEMENTS
+from nanoedx_dataset import __version__, generate
+from nanoedx_dataset.generation.config import PRESETS, GenerationConfig
+from nanoedx_dataset.generation.sample import make_sample, write
+from nanoedx_dataset.store import schema, writer
+from nanoedx_dataset.store.schema import ELEMENTS, noise_tag
 
 RESULTS = Path(__file__).parent / "results"
 BACKENDS_HEADING = "## Analytic vs Blender backends"  # compare_backends.py's section
@@ -45,15 +45,15 @@ def time_size(size: int, samples: int) -> tuple[dict, dict]:
     make_sample(cfg, 0)  # build the projection matrix outside the timing
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "perf.h5"
-        schema.create(path, cfg.n, size, np.array(cfg.angles), ELEMENTS, {"config": "{}"})
+        writer.create(path, cfg.n, size, np.array(cfg.angles), ELEMENTS, {"config": "{}"})
         tag = noise_tag(cfg.counts, cfg.background)
-        schema.create_noise_group(path, tag, {"counts": 1.0, "background": 1.0, "seed": 0})
+        writer.create_noise_group(path, tag, {"counts": 1.0, "background": 1.0, "seed": 0})
         with h5py.File(path, "r+") as f:
-            counts_ds = f[schema.noisy_path(tag)][schema.NOISY_FIELD.name]
+            counts_ds = f[schema.counts_path(tag)]
             for i in tqdm(range(samples), desc=f"{size}^3", unit="sample"):
                 s = make_sample(cfg, i)
                 t = time.perf_counter()
-                write_sample(f, counts_ds, s)
+                write(f, counts_ds, s)
                 s.seconds["write"] = time.perf_counter() - t
                 for k, v in s.seconds.items():
                     stages[k].append(v)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nanoedx_dataset import __version__
-from nanoedx_models.unet import PRESETS, UNet
+from nanoedx_models.denoisers.unet import PRESETS, UNet
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from nanoedx_dataset import __version__
-from nanoedx_dataset.files import atomic_output
-from nanoedx_dataset.project import DEFAULT_ANGLES
+from nanoedx_dataset.store.files import atomic_output
+from nanoedx_dataset.simulate.project import DEFAULT_ANGLES
 from nanoedx_models import reconstruct
 
 RESULTS = Path(__file__).parent / "results"

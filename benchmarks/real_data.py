@@ -9,7 +9,7 @@ each map's background from exspy's background windows. Lines with too few counts
 background windows give an implausible background (> 70 % of the window, or more than all of it,
 where neighbouring peaks fall in the windows), are left out.
 
-Each map is split binomially (:func:`nanoedx_models.holdout.split_counts`) into a 1000-count
+Each map is split binomially (:func:`nanoedx_models.evaluation.holdout.split_counts`) into a 1000-count
 input and an independent remainder; every method denoises the same input and is reported with
 
 * nMAE against the full-count map, background removed the way the methods remove it (uniform,
@@ -40,10 +40,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nanoedx_dataset.errors import MissingExtraError
-from nanoedx_dataset.files import atomic_output
-from nanoedx_models.classical import remove_background
-from nanoedx_models.holdout import evaluate_holdout
-from nanoedx_models.metrics import nmae
+from nanoedx_dataset.store.files import atomic_output
+from nanoedx_models.denoisers.classical import remove_background
+from nanoedx_models.evaluation.holdout import evaluate_holdout
+from nanoedx_models.evaluation.metrics import nmae
 
 WHEEL = "hyperspy==1.7.6"
 FILES = ("30x30_instructively_packed_16bit_compressed.bcf", "bcf_v2_50x50px.bcf")

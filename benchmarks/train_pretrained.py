@@ -2,8 +2,8 @@
 
     python benchmarks/train_pretrained.py --data nanoedx-standard-0.1.0.h5 --model unet-small
 
-Each model's recipe is below; the weights are stored as float16 in nanoedx_models/weights/ and
-their SHA-256 written to nanoedx_models/pretrained.json. Training on 2 CPU cores is far shorter
+Each model's recipe is below; the weights are stored as float16 in nanoedx_models/denoisers/weights/ and
+their SHA-256 written to nanoedx_models/denoisers/pretrained.json. Training on 2 CPU cores is far shorter
 than the paper's 100 epochs on a GPU: the recipes say how many maps each model saw.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from nanoedx_dataset.load import sha256
+from nanoedx_dataset.store.files import sha256
 from nanoedx_models import load_model, save_model, train
 
-ROOT = Path(__file__).resolve().parents[1] / "nanoedx_models"
+ROOT = Path(__file__).resolve().parents[1] / "nanoedx_models" / "denoisers"
 RECIPES = {
     "unet-small": dict(preset="small", counts=1000.0, background=100.0, per_structure=False,
                        epochs=12, maps_per_epoch=640, batch_size=16,
@@ -50,7 +50,7 @@ def main() -> None:
     save_model(final, model, meta, half=True)
     reg_path = ROOT / "pretrained.json"
     reg = json.loads(reg_path.read_text())
-    reg[args.model] = {"file": final.name, "sha256": sha256(final), "embedded": True,
+    reg[args.model] = {"file": final.name, "sha256": "sha256:" + sha256(final), "embedded": True,
                        "preset": recipe["preset"], "recipe": about,
                        "val_nmae": meta["val_nmae"], "best_epoch": meta["best_epoch"],
                        "train_seconds": round(seconds)}

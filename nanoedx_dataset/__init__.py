@@ -7,6 +7,16 @@ Public entry points: :func:`generate`, :func:`generate_from_mesh`, :func:`renois
 :func:`verify`, :func:`info`, :func:`preview`, :func:`load_dataset`, :func:`publish`, plus the
 building blocks :func:`draw_spec`, :func:`voxelize`, :func:`project` and :func:`add_noise`
 (and :func:`voxelize_mesh` for a mesh file; the ``blender`` extra).
+
+The package is laid out by stage, the file contract at the bottom:
+
+* ``store`` -- the HDF5 schema and its vocabulary, writer, reader, atomic files, shard index;
+* ``simulate`` -- shapes, specs, voxelizers (one module per backend), projection, noise;
+* ``generation`` -- config, one sample, the executor, one file, shards;
+* ``release`` -- registry, fetch, ``load_dataset``, ``publish``, Zenodo, the dataset card;
+* ``inspect`` -- ``info``, ``verify``, ``preview``.
+
+Names are imported on first use, so ``load_dataset`` does not import the generator.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -16,25 +26,23 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-from .errors import (  # noqa: E402
+from .errors import (  # noqa: E402,F401
     ConfigError, DatasetNotFoundError, MissingExtraError, NanoEDXError, OutputExistsError,
     SchemaError,
 )
-from .generator import generate, generate_from_mesh, renoise  # noqa: E402
-from .meshes import voxelize_mesh  # noqa: E402
-from .report import info, verify  # noqa: E402
-from .noise import add_noise, downsample_counts, expected_signal  # noqa: E402
-from .figures import preview  # noqa: E402
-from .load import load_dataset  # noqa: E402
-from .release import publish  # noqa: E402
-from .project import project  # noqa: E402
-from .specs import ParticleSpec, draw_spec  # noqa: E402
-from .voxelize import voxelize  # noqa: E402
+from .lazy import exports  # noqa: E402
 
-__all__ = [
+# public name -> the module that defines it (imported when the name is first used)
+_PUBLIC = {
+    "generate": "generation.api", "renoise": "generation.api", "generate_from_mesh": "generation.single",
+    "voxelize_mesh": "simulate.voxelizers.meshes", "info": "inspect.info",
+    "verify": "inspect.verify", "preview": "inspect.preview", "load_dataset": "release.load",
+    "publish": "release.publish", "project": "simulate.project", "add_noise": "simulate.noise",
+    "downsample_counts": "simulate.noise", "expected_signal": "simulate.noise",
+    "ParticleSpec": "simulate.specs", "draw_spec": "simulate.specs",
+    "voxelize": "simulate.voxelizers",
+}
+
+__getattr__, __dir__, __all__ = exports(__name__, _PUBLIC, eager=(
     "ConfigError", "DatasetNotFoundError", "MissingExtraError", "NanoEDXError",
-    "OutputExistsError", "ParticleSpec", "SchemaError", "__version__", "add_noise",
-    "downsample_counts", "draw_spec", "expected_signal", "generate", "generate_from_mesh", "info",
-    "load_dataset", "preview", "project", "publish", "renoise", "verify", "voxelize",
-    "voxelize_mesh",
-]
+    "OutputExistsError", "SchemaError", "__version__"))

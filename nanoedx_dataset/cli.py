@@ -1,7 +1,8 @@
-"""The ``nanoedx`` command line: a thin layer over the Python functions.
+"""The dataset subcommands of the ``nanoedx`` program (``nanoedx_models.cli`` is the program).
 
-Each subcommand parses its arguments and calls one public function. Errors a user can cause are
-printed as one clear line on stderr with exit status 2.
+Each subcommand parses its arguments and calls one public function, imported only when the
+subcommand runs, so ``nanoedx --help`` stays fast. Errors a user can cause are printed as one
+clear line on stderr with exit status 2 (:func:`run`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__, figures, generator as gen, release, report
-from .config import PRESETS, parse_angles
+from . import __version__
+from .generation.config import PRESETS, parse_angles
 from .errors import NanoEDXError
 
 
@@ -51,7 +52,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--out", required=True, help="output HDF5 file (a folder with --shard-size)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.set_defaults(func=lambda a: print(gen.generate(
+    p.set_defaults(func=lambda a: print(_api().generate(
         a.out, a.preset, n=a.n, size=a.size, counts=a.counts, background=a.background,
         angles=a.angles, seed=a.seed, backend=a.backend, dataset_version=a.dataset_version,
         workers=a.workers, shard_size=a.shard_size, client=a.scheduler,
@@ -85,7 +86,7 @@ def _add_voxelize(sub) -> None:
                                                   "(default -75:75:10)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.set_defaults(func=lambda a: print(gen.generate_from_mesh(
+    p.set_defaults(func=lambda a: print(_single().generate_from_mesh(
         a.mesh, a.out, a.size, extent=a.extent, voxel_size=a.voxel_size, counts=a.counts,
         background=a.background, angles=a.angles, seed=a.seed, overwrite=a.overwrite)))
 
@@ -107,7 +108,7 @@ def _add_renoise(sub) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="local processes renoising the shards of a sharded folder (default 1)")
     _add_scheduler(p)
-    p.set_defaults(func=lambda a: print(gen.renoise(
+    p.set_defaults(func=lambda a: print(_api().renoise(
         a.file, a.counts, a.background, seed=a.seed, overwrite=a.overwrite,
         client=a.scheduler, workers=a.workers)))
 
@@ -124,7 +125,7 @@ def _add_publish(sub) -> None:
     p.add_argument("--embed", action="store_true", help="ship the files inside the package")
     p.add_argument("--upload", action="store_true", help="deposit on Zenodo ($ZENODO_TOKEN)")
     p.add_argument("--sandbox", action="store_true", help="use sandbox.zenodo.org")
-    p.set_defaults(func=lambda a: print(json.dumps(release.publish(
+    p.set_defaults(func=lambda a: print(json.dumps(_publish().publish(
         a.directory, a.version, name=a.name, registry=a.registry, card_path=a.card,
         embed=a.embed, upload=a.upload, sandbox=a.sandbox), indent=2)))
 
@@ -136,30 +137,70 @@ def _print_info(summary: dict) -> None:
     print(f"{'config':18s} {json.dumps(cfg)}")
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    """The ``nanoedx`` parser with the dataset subcommands; other packages add theirs."""
-    parser = argparse.ArgumentParser(prog="nanoedx", description=__doc__.splitlines()[0])
+def _api():
+    from .generation import api
+
+    return api
+
+
+def _single():
+    from .generation import single
+
+    return single
+
+
+def _publish():
+    from .release import publish
+
+    return publish
+
+
+def _info(a) -> None:
+    from .inspect.info import info
+
+    _print_info(info(a.file))
+
+
+def _verify(a) -> None:
+    from .inspect.verify import verify
+
+    verify(a.file)
+    print(f"{a.file}: OK")
+
+
+def _preview(a) -> None:
+    from .inspect.preview import preview
+
+    print(preview(a.file, a.out, a.samples, a.noise))
+
+
+def new_parser(description: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The ``nanoedx`` parser with its global options and an empty set of subcommands."""
+    parser = argparse.ArgumentParser(prog="nanoedx", description=description)
     parser.add_argument("--version", action="version", version=f"nanoedx {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def add_commands(sub) -> None:
+    """Add the dataset subcommands to the ``nanoedx`` program's subparsers."""
     _add_generate(sub)
     _add_renoise(sub)
     _add_voxelize(sub)
     _add_publish(sub)
     p = sub.add_parser("info", help="summarize a database")
     p.add_argument("file")
-    p.set_defaults(func=lambda a: _print_info(report.info(a.file)))
+    p.set_defaults(func=_info)
     p = sub.add_parser("verify", help="check a database's schema and consistency")
     p.add_argument("file")
-    p.set_defaults(func=lambda a: (report.verify(a.file), print(f"{a.file}: OK")))
+    p.set_defaults(func=_verify)
     p = sub.add_parser("preview", help="draw slices, projections and noisy maps to a PNG")
     p.add_argument("file")
     p.add_argument("-o", "--out", required=True, help="PNG file to write")
     p.add_argument("--samples", type=lambda s: [int(v) for v in s.split(",")],
                    help="sample indices, e.g. 0,5,9")
     p.add_argument("--noise", help="noise level tag, e.g. c1000_b100")
-    p.set_defaults(func=lambda a: print(figures.preview(a.file, a.out, a.samples, a.noise)))
-    return parser, sub
+    p.set_defaults(func=_preview)
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
@@ -175,12 +216,3 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         print(f"nanoedx {args.command}: interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The dataset commands alone (``python -m nanoedx_dataset.cli``)."""
-    return run(build_parser()[0], argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

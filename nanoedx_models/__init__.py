@@ -2,22 +2,28 @@
 
 Consumes the database written by :mod:`nanoedx_dataset` (never the other way round):
 torch Datasets (:class:`EDXMaps`, :class:`TiltSeries`), the U-net (:class:`UNet`),
-:func:`train`, :func:`denoise`, :func:`load_pretrained`, and the ground-truth-free scores of
-denoisers on a user's own maps (:func:`evaluate_holdout`, :func:`evaluate_methods`).
+:func:`train`, :func:`denoise`, :func:`load_pretrained`, :func:`reconstruct`,
+:func:`benchmark`, and the ground-truth-free scores of denoisers on a user's own maps
+(:func:`evaluate_holdout`, :func:`evaluate_methods`).
+
+Laid out by stage: ``data`` (torch Datasets, a user's files), ``denoisers`` (registry,
+classical, U-net, model files, pretrained models, inference), ``training``, ``reconstruction``
+(EM / SIRT), ``evaluation`` (metrics, benchmark, hold-out, leaderboard, figures); ``cli`` is
+the ``nanoedx`` program. Names are imported on first use (torch only when it is needed).
 """
 
-from nanoedx_dataset import __version__
+from nanoedx_dataset import __version__  # noqa: F401
+from nanoedx_dataset.lazy import exports
 
-from .datasets import EDXMaps, TiltSeries, denormalize, normalize
-from .holdout import evaluate_holdout, evaluate_methods
-from .inference import denoise
-from .metrics import nmae
-from .modelfile import load_model, save_model
-from .pretrained import load_pretrained
-from .reconstruct import reconstruct
-from .training import train
-from .unet import UNet
+# public name -> the module that defines it (imported when the name is first used)
+_PUBLIC = {
+    "EDXMaps": "data.datasets", "TiltSeries": "data.datasets", "normalize": "data.datasets",
+    "denormalize": "data.datasets", "evaluate_holdout": "evaluation.holdout",
+    "evaluate_methods": "evaluation.holdout", "benchmark": "evaluation.benchmark",
+    "nmae": "evaluation.metrics", "denoise": "denoisers.inference",
+    "load_model": "denoisers.modelfile", "save_model": "denoisers.modelfile",
+    "load_pretrained": "denoisers.pretrained", "UNet": "denoisers.unet",
+    "reconstruct": "reconstruction.em", "train": "training.loop",
+}
 
-__all__ = ["EDXMaps", "TiltSeries", "UNet", "__version__", "denoise", "denormalize",
-           "evaluate_holdout", "evaluate_methods", "load_model", "load_pretrained", "nmae",
-           "normalize", "reconstruct", "save_model", "train"]
+__getattr__, __dir__, __all__ = exports(__name__, _PUBLIC, eager=("__version__",))

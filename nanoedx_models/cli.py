@@ -1,4 +1,6 @@
-"""The ``nanoedx`` console script: the dataset commands plus ``train`` and ``denoise``."""
+"""The ``nanoedx`` program: the dataset subcommands (:mod:`nanoedx_dataset.cli`) and the models'
+(train, denoise, reconstruct, benchmark, evaluate). Each subcommand imports what it runs only
+when it runs, so ``nanoedx --help`` does not import torch."""
 
 from __future__ import annotations
 
@@ -7,18 +9,13 @@ import sys
 from pathlib import Path
 
 
-from nanoedx_dataset.cli import build_parser, run
+from nanoedx_dataset import cli as dataset_cli
 from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.files import atomic_output
+from nanoedx_dataset.store.files import atomic_output
 
-from . import distributed
-from .benchmark import DIMS, benchmark, markdown
+from .data.tiltio import Series, check_output, read_series, write_array, write_series
 from .denoisers import DENOISERS
-from .experimental import denoise_series, reconstruct_series, thin
-from .figures import volume_figure
-from .holdout import evaluate_methods
-from .tiltio import Series, check_counts, check_output, read_series, write_array, write_series
-from .training import train
+from .evaluation.leaderboard import DIMS
 
 
 def _counts(text: str):
@@ -32,6 +29,8 @@ def _elements(text: str | None) -> list[str] | None:
 
 def _read(a) -> Series:
     """The input series of denoise/reconstruct, thinned when --downsample-counts is given."""
+    from .experimental import thin
+
     series = read_series(a.input, _elements(a.element), a.angles)
     if a.downsample_counts is not None:
         series = thin(series, a.downsample_counts, seed=a.seed)
@@ -41,6 +40,8 @@ def _read(a) -> Series:
 
 
 def _denoise_files(a) -> None:
+    from .experimental import denoise_series
+
     series = _read(a)
     check_output(a.output)
     out = denoise_series(series, model=a.model, device=a.device)
@@ -48,6 +49,9 @@ def _denoise_files(a) -> None:
 
 
 def _reconstruct_files(a) -> None:
+    from .evaluation.figures import volume_figure
+    from .experimental import reconstruct_series
+
     series = _read(a)
     check_output(a.output)
     vol = reconstruct_series(series, iterations=a.iterations, method=a.method,
@@ -83,8 +87,11 @@ def _series_parser(sub, name: str, help: str, description: str, what: str, outpu
 
 
 def _evaluate(a) -> None:
+    from .data.counts import check_counts
+    from .evaluation.holdout import evaluate_methods
+
     series = read_series(a.input, _elements(a.element))
-    check_counts(series)
+    check_counts(series.data)
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     if a.out:
         check_output_json(a.out)
@@ -113,6 +120,9 @@ def check_output_json(text) -> None:
 
 
 def _benchmark(a) -> None:
+    from .evaluation.benchmark import benchmark
+    from .evaluation.leaderboard import markdown
+
     methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
     board = benchmark(a.data, split=a.split, methods=methods, counts=a.counts,
                       background=a.background, noise=a.noise, seed=a.seed,
@@ -124,6 +134,9 @@ def _benchmark(a) -> None:
 
 
 def _train(a) -> None:
+    from .training import distributed
+    from .training.loop import train
+
     out = train(a.data, a.out, preset=a.preset, epochs=a.epochs, batch_size=a.batch_size,
                 lr=a.lr, device=a.device, seed=a.seed, noise=a.noise, counts=a.counts,
                 background=a.background, background_fraction=a.background_fraction,
@@ -134,7 +147,10 @@ def _train(a) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, sub = build_parser()
+    """Run the ``nanoedx`` program; returns the exit status (2 for a user's error)."""
+    parser, sub = dataset_cli.new_parser("Simulated nanoparticle EDX tomography databases, "
+                                         "denoisers and their benchmarks.")
+    dataset_cli.add_commands(sub)
     p = sub.add_parser("train", help="train a U-net denoiser on a database")
     p.add_argument("data", help="release name, database file or folder of shards")
     p.add_argument("-o", "--out", required=True, help="model file to write (.pt)")
@@ -216,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the rows as JSON")
     p.set_defaults(func=_evaluate)
-    return run(parser, argv)
+    return dataset_cli.run(parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,7 @@
 
 The command line (``nanoedx denoise`` / ``nanoedx reconstruct``) is a thin layer over
 :func:`denoise_series` and :func:`reconstruct_series`; files are read and written by
-:mod:`nanoedx_models.tiltio`. Tilt-series alignment is the user's job: the maps must already be
+:mod:`nanoedx_models.data.tiltio`. Tilt-series alignment is the user's job: the maps must already be
 aligned to a common tilt axis along the rows (y).
 """
 
@@ -12,16 +12,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.noise import downsample_counts
+from nanoedx_dataset.simulate.noise import downsample_counts
 
-from .inference import denoise
-from .reconstruct import reconstruct
-from .tiltio import Series, check_counts
+from .data.counts import check_counts
+from .data.tiltio import Series
+from .denoisers.inference import denoise
+from .reconstruction.em import reconstruct
 
 
 def thin(series: Series, counts: float, seed: int = 0) -> Series:
     """The series with every map thinned to ``counts`` counts (``Poisson(x C / sum x)``)."""
-    check_counts(series)
+    check_counts(series.data)
     low = downsample_counts(series.data, counts, seed=seed)
     meta = dict(series.metadata, downsampled_to_counts=float(counts), downsample_seed=seed)
     return Series(low, series.elements, series.angles, meta, series.format)
@@ -40,7 +41,7 @@ def denoise_series(series: Series, model=None, device: str = "auto",
     device : {"auto", "cpu", "cuda"}
     progress : bool
     """
-    check_counts(series)
+    check_counts(series.data)
     out = np.empty(series.data.shape, np.float32)
     for e in tqdm(range(len(series.elements)), desc="denoise", disable=not progress):
         out[e] = denoise(series.data[e], model=model, device=device)

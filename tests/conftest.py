@@ -2,7 +2,8 @@
 
 import pytest
 
-from nanoedx_dataset import generate, generator
+from nanoedx_dataset import generate
+from nanoedx_dataset.generation import single
 
 TINY = dict(n=12, size=32, seed=7)
 
@@ -16,11 +17,11 @@ def tiny_db(tmp_path_factory):
 
 def fail_at_sample(monkeypatch, index: int, error: BaseException) -> None:
     """Make the generator raise ``error`` when it computes sample ``index`` (in this process)."""
-    real = generator.make_sample
+    real = single.make_sample
 
     def failing(cfg, i):
         if i == index:
             raise error
         return real(cfg, i)
 
-    monkeypatch.setattr(generator, "make_sample", failing)
+    monkeypatch.setattr(single, "make_sample", failing)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nanoedx_dataset import ConfigError
-from nanoedx_models.benchmark import benchmark
+from nanoedx_models.evaluation.benchmark import benchmark
 from nanoedx_models.cli import main
 from nanoedx_models.denoisers import DENOISERS, register
 

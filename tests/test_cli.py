@@ -1,11 +1,12 @@
 import importlib.util
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
 
 from nanoedx_dataset import draw_spec, voxelize
-from nanoedx_dataset.cli import main
+from nanoedx_models.cli import main
 from nanoedx_dataset.errors import MissingExtraError
 
 
@@ -54,10 +55,15 @@ def test_not_a_database_exits_nonzero(tmp_path, capsys):
         assert "not an HDF5 file" in capsys.readouterr().err
 
 
-def test_console_script_is_installed():
-    done = subprocess.run([sys.executable, "-m", "nanoedx_dataset.cli", "--version"],
-                          capture_output=True, text=True)
+def test_console_script_is_the_one_program_with_every_subcommand():
+    script = Path(sys.executable).with_name("nanoedx")
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("nanoedx ")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("generate", "renoise", "voxelize", "publish", "info", "verify", "preview",
+                    "train", "denoise", "reconstruct", "benchmark", "evaluate"):
+        assert command in done.stdout
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bpy") is not None, reason="bpy is installed")

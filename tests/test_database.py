@@ -5,7 +5,8 @@ import xarray as xr
 
 from nanoedx_dataset import (ConfigError, DatasetNotFoundError, OutputExistsError, ParticleSpec,
                              SchemaError, generate, info, renoise, verify, voxelize)
-from nanoedx_dataset import generator, schema
+from nanoedx_dataset.generation import sample, single
+from nanoedx_dataset.store import schema
 
 from conftest import TINY, fail_at_sample
 
@@ -37,10 +38,10 @@ def test_verify_and_info_on_a_fresh_database(tiny_db):
 
 
 def test_splits_are_70_15_15_and_fixed_by_the_seed():
-    s = generator.splits(1000, 0)
+    s = sample.splits(1000, 0)
     assert [int((s == k).sum()) for k in schema.SPLITS] == [700, 150, 150]
-    np.testing.assert_array_equal(s, generator.splits(1000, 0))
-    assert not np.array_equal(s, generator.splits(1000, 1))
+    np.testing.assert_array_equal(s, sample.splits(1000, 0))
+    assert not np.array_equal(s, sample.splits(1000, 1))
 
 
 def test_stored_spec_rebuilds_the_stored_volume(tiny_db):
@@ -68,7 +69,7 @@ def test_same_seed_gives_bit_identical_arrays_with_any_workers(tmp_path, tiny_db
 def test_interrupted_run_leaves_no_complete_file_and_resume_finishes_it(tmp_path, monkeypatch,
                                                                        tiny_db):
     out = tmp_path / "cut.h5"
-    real = generator.make_sample
+    real = single.make_sample
     fail_at_sample(monkeypatch, 5, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         generate(out, None, progress=False, **TINY)
@@ -81,9 +82,9 @@ def test_interrupted_run_leaves_no_complete_file_and_resume_finishes_it(tmp_path
     with pytest.raises(ConfigError, match="another config"):
         generate(out, None, progress=False, resume=True, **{**TINY, "seed": 99})
 
-    monkeypatch.setattr(generator, "make_sample", real)
+    monkeypatch.setattr(single, "make_sample", real)
     done = []
-    monkeypatch.setattr(generator, "make_sample", lambda c, i: done.append(i) or real(c, i))
+    monkeypatch.setattr(single, "make_sample", lambda c, i: done.append(i) or real(c, i))
     generate(out, None, progress=False, resume=True, **TINY)
     assert done == list(range(5, 12))  # only the missing samples were computed
     assert not partial.exists()

@@ -4,7 +4,7 @@ import pytest
 from nanoedx_dataset import ConfigError, DatasetNotFoundError
 from nanoedx_models import EDXMaps
 from nanoedx_models.denoisers import DENOISERS, anscombe, denoiser, inverse_anscombe, register
-from nanoedx_models.metrics import nmae
+from nanoedx_models.evaluation.metrics import nmae
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_an_untrained_model_says_why(maps):
 
 
 def test_a_model_file_is_a_denoiser(maps, tmp_path):
-    from nanoedx_models.pretrained import model_path
+    from nanoedx_models.denoisers.pretrained import model_path
 
     noisy, truth, b = maps["test"]
     out = denoiser(f"unet:{model_path('default')}")(noisy[0], b)

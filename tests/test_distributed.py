@@ -11,8 +11,8 @@ import torch
 
 from nanoedx_dataset import ConfigError
 from nanoedx_models import train
-from nanoedx_models.distributed import DealtSampler, World
-from nanoedx_models.modelfile import load_model
+from nanoedx_models.training.distributed import DealtSampler, World
+from nanoedx_models.denoisers.modelfile import load_model
 
 KW = dict(preset="tiny", epochs=2, batch_size=4, device="cpu", seed=3)
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from nanoedx_dataset import draw_spec, project, voxelize
-from nanoedx_dataset.noise import expected_signal
+from nanoedx_dataset.simulate.noise import expected_signal
 from nanoedx_models.cli import main
-from nanoedx_models.metrics import nmae
-from nanoedx_models.tiltio import Series, read_array, read_series, write_series
+from nanoedx_models.evaluation.metrics import nmae
+from nanoedx_models.data.tiltio import Series, read_array, read_series, write_series
 
 ANGLES = np.arange(-70.0, 71.0, 10.0)
 ELEMENTS = ["Ag", "Au"]  # shell, core of a core-shell particle

@@ -5,10 +5,10 @@ from scipy.stats import spearmanr
 
 from nanoedx_dataset import ConfigError
 from nanoedx_models import EDXMaps
-from nanoedx_models.classical import gaussian
+from nanoedx_models.denoisers.classical import gaussian
 from nanoedx_models.denoisers import Denoiser
-from nanoedx_models.holdout import evaluate_holdout, evaluate_methods, fit_score, split_counts
-from nanoedx_models.metrics import nmae
+from nanoedx_models.evaluation.holdout import evaluate_holdout, evaluate_methods, fit_score, split_counts
+from nanoedx_models.evaluation.metrics import nmae
 
 N = 64
 YY, XX = np.mgrid[:N, :N]

@@ -17,17 +17,18 @@ else:
     pytest.importorskip("vtk")
 
 from nanoedx_dataset import (  # noqa: E402
-    draw_spec, generate, load_dataset, shapes, verify, voxelize,
-    voxelize_mesh,
+    draw_spec, generate, load_dataset, verify, voxelize, voxelize_mesh,
 )
-from nanoedx_dataset.blender import particle_meshes  # noqa: E402
-from nanoedx_dataset.cli import main  # noqa: E402
+from nanoedx_dataset.simulate import shapes  # noqa: E402
+from nanoedx_dataset.simulate.voxelizers.blender import particle_meshes  # noqa: E402
+from nanoedx_models.cli import main  # noqa: E402
 from nanoedx_dataset.errors import ConfigError, SchemaError  # noqa: E402
-from nanoedx_dataset.meshes import (  # noqa: E402
+from nanoedx_dataset.simulate.voxelizers.meshes import (  # noqa: E402
     Mesh, check_closed, fit_to_field, occupancy, read_mesh, write_mesh,
 )
-from nanoedx_dataset.specs import KINDS  # noqa: E402
-from nanoedx_dataset.voxelize import agreement, sampled_volume  # noqa: E402
+from nanoedx_dataset.simulate.specs import KINDS  # noqa: E402
+from nanoedx_dataset.simulate.voxelizers.compose import agreement  # noqa: E402
+from nanoedx_dataset.simulate.voxelizers.analytic import sampled_volume  # noqa: E402
 
 pytestmark = pytest.mark.blender
 

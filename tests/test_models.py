@@ -7,9 +7,10 @@ from nanoedx_dataset import ConfigError, SchemaError
 from nanoedx_models import (EDXMaps, TiltSeries, UNet, denoise, denormalize, load_model,
                             load_pretrained,
                             normalize, save_model, train)
-from nanoedx_models import training as train_module
-from nanoedx_models.classical import gaussian, oracle
-from nanoedx_models.metrics import nmae
+from nanoedx_models.training import loop as train_module
+from nanoedx_models.denoisers.classical import gaussian
+from nanoedx_models.denoisers.registry import oracle
+from nanoedx_models.evaluation.metrics import nmae
 
 
 def test_maps_have_shape_dtype_and_a_round_tripping_normalization(tiny_db):
@@ -187,7 +188,7 @@ def test_cli_train_and_denoise(tmp_path, tiny_db, capsys):
 
 def test_default_model_is_embedded_and_beats_the_oracle_gaussian(monkeypatch):
     """Offline (nothing listens on the URLs), on maps of the embedded mini release."""
-    from nanoedx_models.pretrained import URL_ENV, registry
+    from nanoedx_models.denoisers.pretrained import URL_ENV, registry
 
     monkeypatch.setenv(URL_ENV, "http://127.0.0.1:9")
     monkeypatch.setenv("NANOEDX_DATA_URL", "http://127.0.0.1:9")
@@ -207,15 +208,15 @@ def test_default_model_is_embedded_and_beats_the_oracle_gaussian(monkeypatch):
 
 
 def test_large_pretrained_weights_come_through_pooch(tmp_path, monkeypatch):
-    from nanoedx_dataset.load import sha256
-    from nanoedx_models import pretrained
+    from nanoedx_dataset.store.files import sha256
+    from nanoedx_models.denoisers import pretrained
     from servers import file_server
 
     served = tmp_path / "served"
     served.mkdir()
     save_model(served / "big.pt", UNet(depth=2, base=4), {"name": "big"})
     reg = {**pretrained.registry(),
-           "unet-big": {"file": "big.pt", "sha256": sha256(served / "big.pt"),
+           "unet-big": {"file": "big.pt", "sha256": "sha256:" + sha256(served / "big.pt"),
                         "embedded": False, "url": "http://127.0.0.1:9/none"}}
     monkeypatch.setattr(pretrained, "registry", lambda: reg)
     with file_server(served) as (server, url):
@@ -223,7 +224,7 @@ def test_large_pretrained_weights_come_through_pooch(tmp_path, monkeypatch):
         path = pretrained.model_path("unet-big", cache_dir=tmp_path / "cache")
         assert server.requests == ["/big.pt"]
     assert load_model(path)[1]["name"] == "big"
-    reg["unet-big"]["sha256"] = "0" * 64
+    reg["unet-big"]["sha256"] = "sha256:" + "0" * 64
     (tmp_path / "cache" / "big.pt").unlink()
     with file_server(served) as (server, url):
         monkeypatch.setenv(pretrained.URL_ENV, url)

@@ -4,7 +4,7 @@ from skimage.transform import radon
 
 from nanoedx_dataset import draw_spec, project, voxelize
 from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.project import DEFAULT_ANGLES
+from nanoedx_dataset.simulate.project import DEFAULT_ANGLES
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from nanoedx_dataset import ConfigError, draw_spec, project, voxelize
-from nanoedx_dataset.project import DEFAULT_ANGLES, system_matrix
-from nanoedx_models.metrics import nmae
-from nanoedx_models.reconstruct import reconstruct
+from nanoedx_dataset.simulate.project import DEFAULT_ANGLES, system_matrix
+from nanoedx_models.evaluation.metrics import nmae
+from nanoedx_models.reconstruction.em import reconstruct
 
 
 @pytest.fixture(scope="module")

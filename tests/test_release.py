@@ -8,9 +8,11 @@ import pytest
 
 from nanoedx_dataset import (ConfigError, DatasetNotFoundError, SchemaError, generate,
                              load_dataset, publish)
-from nanoedx_dataset import load
-from nanoedx_dataset.cli import main
-from nanoedx_dataset.zenodo import ZenodoError
+from nanoedx_dataset.release import fetch
+from nanoedx_dataset.release import registry as release_registry
+from nanoedx_dataset.store.files import sha256
+from nanoedx_models.cli import main
+from nanoedx_dataset.release.zenodo import ZenodoError
 
 from servers import fake_zenodo, file_server
 
@@ -27,19 +29,19 @@ def release_dir(tmp_path_factory):
 def registry(monkeypatch, release_dir):
     """The package registry plus a release 'tiny' whose files live on a loopback server."""
     fname = "nanoedx-tiny-1.0.0.h5"
-    entry = {"files": {fname: "sha256:" + load.sha256(release_dir / fname)},
+    entry = {"files": {fname: "sha256:" + sha256(release_dir / fname)},
              "url": "http://127.0.0.1:9/not-used", "command": "nanoedx generate --n 6 ..."}
-    reg = {**load.releases(), "tiny": {"1.0.0": entry}}
-    monkeypatch.setattr(load, "releases", lambda: reg)
+    reg = {**release_registry.releases(), "tiny": {"1.0.0": entry}}
+    monkeypatch.setattr(release_registry, "releases", lambda: reg)
     return reg
 
 
 def test_embedded_mini_loads_offline_and_lazily(monkeypatch):
-    monkeypatch.setenv(load.URL_ENV, "http://127.0.0.1:9")  # nothing listens: no network
+    monkeypatch.setenv(fetch.URL_ENV, "http://127.0.0.1:9")  # nothing listens: no network
     ds = load_dataset("mini")
     assert isinstance(ds["volume"].data, dask.array.Array)  # lazy
     assert ds.sizes["sample"] == 64 and ds.sizes["z"] == 64 and ds.sizes["angle"] == 16
-    assert set(ds["family"].values) == set(load.releases()["mini"]["0.1.0"]["family"])
+    assert set(ds["family"].values) == set(release_registry.releases()["mini"]["0.1.0"]["family"])
     assert ds["noisy"].attrs["tag"] == "c1000_b100"
     test = load_dataset("mini", split="test")
     assert set(test["split"].values) == {"test"} and test.sizes["sample"] < 64
@@ -70,7 +72,7 @@ def test_download_verify_and_reuse_the_cache_offline(tmp_path, monkeypatch, regi
                                                      release_dir):
     cache = tmp_path / "cache"
     with file_server(release_dir) as (server, url):
-        monkeypatch.setenv(load.URL_ENV, url)
+        monkeypatch.setenv(fetch.URL_ENV, url)
         ds = load_dataset("tiny", cache_dir=cache)
         assert server.requests == ["/nanoedx-tiny-1.0.0.h5"]
         assert ds.sizes["sample"] == 6
@@ -79,7 +81,7 @@ def test_download_verify_and_reuse_the_cache_offline(tmp_path, monkeypatch, regi
     # the server is gone: the cached, hash-checked file is used without a network call
     ds = load_dataset("tiny", version="1.0.0", cache_dir=cache)
     assert ds.sizes["sample"] == 6
-    monkeypatch.setenv(load.CACHE_ENV, str(cache))
+    monkeypatch.setenv(fetch.CACHE_ENV, str(cache))
     assert load_dataset("tiny").sizes["sample"] == 6  # NANOEDX_DATA_DIR moves the cache
 
 
@@ -87,22 +89,22 @@ def test_corrupt_download_is_refused_and_not_kept(tmp_path, monkeypatch, registr
     registry["tiny"]["1.0.0"]["files"]["nanoedx-tiny-1.0.0.h5"] = "sha256:" + "ab" * 32
     cache = tmp_path / "cache"
     with file_server(release_dir) as (server, url):
-        monkeypatch.setenv(load.URL_ENV, url)
+        monkeypatch.setenv(fetch.URL_ENV, url)
         with pytest.raises(SchemaError, match="nanoedx-tiny-1.0.0.h5.*abab.*but got"):
             load_dataset("tiny", cache_dir=cache)
     assert not (cache / "nanoedx-tiny-1.0.0.h5").exists()
 
 
 def test_no_network_and_no_cache_says_what_to_do(tmp_path, monkeypatch, registry):
-    monkeypatch.setenv(load.URL_ENV, "http://127.0.0.1:9")
+    monkeypatch.setenv(fetch.URL_ENV, "http://127.0.0.1:9")
     with pytest.raises(DatasetNotFoundError,
                        match="not in the cache.*NANOEDX_DATA_URL.*nanoedx generate"):
         load_dataset("tiny", cache_dir=tmp_path / "empty")
 
 
 def test_unpublished_release_points_to_regeneration(monkeypatch, tmp_path):
-    monkeypatch.delenv(load.URL_ENV, raising=False)
-    entry = load.releases()["standard"]
+    monkeypatch.delenv(fetch.URL_ENV, raising=False)
+    entry = release_registry.releases()["standard"]
     if entry[max(entry)]["url"]:
         pytest.skip("standard is published for download")
     with pytest.raises(DatasetNotFoundError, match="not published.*--preset mini --n 1000"):
@@ -142,7 +144,7 @@ def test_publish_writes_registry_card_and_zenodo_metadata(tmp_path, release_dir)
     stored = json.loads(reg.read_text())["tiny"]["1.0.0"]
     assert stored == json.loads(json.dumps(entry))
     assert stored["files"]["nanoedx-tiny-1.0.0.h5"] == \
-        "sha256:" + load.sha256(release_dir / "nanoedx-tiny-1.0.0.h5")
+        "sha256:" + sha256(release_dir / "nanoedx-tiny-1.0.0.h5")
     assert stored["samples"] == 6 and stored["noise_levels"] == ["c1000_b100"]
     assert sum(stored["family"].values()) == 6
     text = card.read_text()
@@ -163,10 +165,10 @@ def test_regenerate_command_rebuilds_the_file_byte_for_byte(tmp_path, release_di
     import sys
     out = tmp_path / "again.h5"
     argv = args.replace("--out nanoedx-tiny-1.0.0.h5", f"--out {out}").split()
-    done = subprocess.run([sys.executable, "-m", "nanoedx_dataset.cli", *argv], env=monkey_env,
+    done = subprocess.run([sys.executable, "-m", "nanoedx_models.cli", *argv], env=monkey_env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert load.sha256(out) == load.sha256(release_dir / "nanoedx-tiny-1.0.0.h5")
+    assert sha256(out) == sha256(release_dir / "nanoedx-tiny-1.0.0.h5")
 
 
 @pytest.mark.parametrize("schema", ["legacy", "current"])

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from nanoedx_dataset import shapes
+from nanoedx_dataset.simulate import shapes
 from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.voxelize import cube_fraction, occupancy
+from nanoedx_dataset.simulate.voxelizers.analytic import cube_fraction, occupancy
 
 NAMES = [
     "sphere", "cube", "capped_rod", "octahedron", "truncated_octahedron", "icosahedron",

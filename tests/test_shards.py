@@ -10,7 +10,11 @@ import pytest
 
 from nanoedx_dataset import (ConfigError, OutputExistsError, SchemaError, generate, load_dataset,
                              publish, renoise, verify)
-from nanoedx_dataset import cli, generator, shards
+from nanoedx_dataset.generation import executor, single
+from nanoedx_dataset.generation import shards
+from nanoedx_dataset.store import index as shard_index
+from nanoedx_dataset.store.files import sha256
+from nanoedx_models import cli
 from nanoedx_dataset.errors import GenerationError, MissingExtraError, SchedulerError
 
 from conftest import fail_at_sample
@@ -63,18 +67,18 @@ def _mtimes(directory) -> dict:
 def test_shards_hold_the_arrays_of_one_file(tmp_path, reference_digest, shard_size, workers):
     out = generate(tmp_path / "db", None, shard_size=shard_size, workers=workers,
                    progress=False, **SMALL)
-    index = shards.read_index(out)
+    index = shard_index.read_index(out)
     assert index["complete"] and index["shard_size"] == shard_size
     assert [(s["start"], s["stop"]) for s in index["shards"]] == [
         (a, min(7, a + shard_size)) for a in range(0, 7, shard_size)]
     for s in index["shards"]:
         summary = verify(out / s["file"])  # each shard is a valid database of its range
         assert (summary["first_sample"], summary["samples"]) == (s["start"], s["stop"] - s["start"])
-        assert s["sha256"] == shards.sha256(out / s["file"])
+        assert s["sha256"] == sha256(out / s["file"])
     assert _digest(out) == reference_digest[0]
     renoise(out, 100, 10, workers=workers, progress=False)
     assert _digest(out, noise="c100_b10") == reference_digest[1]
-    assert shards.read_index(out)["shards"][0]["sha256"] == shards.sha256(out / "shard-00000.h5")
+    assert shard_index.read_index(out)["shards"][0]["sha256"] == sha256(out / "shard-00000.h5")
 
 
 def test_cluster_gives_the_same_arrays_and_renoises_shard_by_shard(tmp_path, client,
@@ -90,7 +94,7 @@ def test_cluster_gives_the_same_arrays_and_renoises_shard_by_shard(tmp_path, cli
 
 def _arm_kill(marker: str, index: int) -> None:
     """In a worker: exit the process, once, right after writing sample ``index``."""
-    real = generator.write_sample
+    real = single.write
 
     def write_then_die(f, counts_ds, s, first=0):
         real(f, counts_ds, s, first)
@@ -98,7 +102,7 @@ def _arm_kill(marker: str, index: int) -> None:
             open(marker, "w").close()
             os._exit(1)
 
-    generator.write_sample = write_then_die
+    single.write = write_then_die
 
 
 def test_killed_worker_leaves_no_finished_shard_and_rerun_redoes_only_the_missing(
@@ -116,9 +120,9 @@ def test_killed_worker_leaves_no_finished_shard_and_rerun_redoes_only_the_missin
     assert marker.exists()
     assert not (out / "shard-00002.h5").exists()  # the temporary file is not a finished shard
     assert (out / "shard-00002.h5.partial").exists()
-    missing = shards.missing(out)
+    missing = shard_index.missing(out)
     assert "shard-00002.h5" in missing and len(missing) < 4
-    assert not shards.read_index(out)["complete"]
+    assert not shard_index.read_index(out)["complete"]
     with pytest.raises(SchemaError, match="unfinished sharded database"):
         load_dataset(out)
     before = _mtimes(out)
@@ -128,7 +132,7 @@ def test_killed_worker_leaves_no_finished_shard_and_rerun_redoes_only_the_missin
     after = _mtimes(out)
     assert {k: after[k] for k in before} == before  # finished shards untouched
     assert set(after) - set(before) == set(missing)  # only the missing ones redone
-    assert not list(out.glob("*.partial*")) and shards.read_index(out)["complete"]
+    assert not list(out.glob("*.partial*")) and shard_index.read_index(out)["complete"]
     assert _digest(out) == reference_digest[0]
 
 
@@ -147,7 +151,7 @@ def test_interrupted_local_run_is_finished_by_the_same_call(tmp_path, monkeypatc
     with pytest.raises(GenerationError, match=r"1 of 4 shards failed: shard-00002.h5 "
                                               r"\(RuntimeError: disk full\)"):
         generate(out, None, shard_size=2, progress=False, **SMALL)
-    assert shards.missing(out) == ["shard-00002.h5"]
+    assert shard_index.missing(out) == ["shard-00002.h5"]
     with pytest.raises(SchemaError, match="1 of 4 shards missing"):
         publish(out, "1.0.0", registry=tmp_path / "reg.json")
     with pytest.raises(SchemaError, match="unfinished"):
@@ -171,10 +175,10 @@ def test_publish_a_sharded_release_that_regenerates_byte_for_byte(tmp_path, monk
     assert sorted(entry["files"]) == ["shard-00000.h5", "shard-00001.h5"]
     assert entry["samples"] == 7 and sum(entry["split"].values()) == 7
     assert "--n 7 " in entry["command"] and "--shard-size 4 --out db" in entry["command"]
-    index = shards.read_index(out)
+    index = shard_index.read_index(out)
     assert entry["files"]["shard-00001.h5"] == "sha256:" + index["shards"][1]["sha256"]
     again = generate(tmp_path / "again", None, shard_size=4, workers=2, progress=False, **SMALL)
-    assert {p.name: "sha256:" + shards.sha256(p) for p in again.glob("*.h5")} == entry["files"]
+    assert {p.name: "sha256:" + sha256(p) for p in again.glob("*.h5")} == entry["files"]
 
 
 def test_sharded_errors(tmp_path):
@@ -189,7 +193,7 @@ def test_sharded_errors(tmp_path):
     with pytest.raises(OutputExistsError, match="another config"):
         generate(out, None, shard_size=4, progress=False, n=4, size=24, seed=4)
     generate(out, None, shard_size=2, overwrite=True, progress=False, n=4, size=24, seed=3)
-    assert len(shards.read_index(out)["shards"]) == 2 and len(list(out.glob("*.h5"))) == 2
+    assert len(shard_index.read_index(out)["shards"]) == 2 and len(list(out.glob("*.h5"))) == 2
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.h5").write_bytes(b"")
     with pytest.raises(OutputExistsError, match="not a sharded nanoedx run"):
@@ -203,7 +207,7 @@ def test_cli_shard_errors_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch
     out = tmp_path / "db"
     assert cli.main([*base, "--shard-size", "0", "--out", str(out)]) == 2
     assert "shard size must be a whole number" in capsys.readouterr().err
-    monkeypatch.setattr(shards, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(executor, "CONNECT_TIMEOUT", 1.0)
     assert cli.main([*base, "--shard-size", "2", "--scheduler", "tcp://127.0.0.1:9",
                      "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -214,10 +218,10 @@ def test_cli_shard_errors_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch
     assert 'pip install "nanoedx[distributed]"' in capsys.readouterr().err
     assert not out.exists()
     with pytest.raises(MissingExtraError):
-        shards.connect("tcp://127.0.0.1:9")
+        executor.connect("tcp://127.0.0.1:9")
     monkeypatch.undo()
     with pytest.raises(SchedulerError):
-        shards.connect("tcp://127.0.0.1:9", timeout=1)
+        executor.connect("tcp://127.0.0.1:9", timeout=1)
 
 
 def test_cli_generates_and_renoises_shards(tmp_path, capsys):
@@ -232,7 +236,7 @@ def test_cli_generates_and_renoises_shards(tmp_path, capsys):
 
 
 def test_training_maps_of_shards_are_those_of_one_file(tmp_path, reference):
-    from nanoedx_models.datasets import EDXMaps
+    from nanoedx_models.data.datasets import EDXMaps
 
     out = generate(tmp_path / "db", None, shard_size=3, progress=False, **SMALL)
     for kw in ({}, {"counts": 500}):
@@ -246,7 +250,7 @@ def test_training_maps_of_shards_are_those_of_one_file(tmp_path, reference):
 def test_interrupted_renoise_keeps_every_shard_whole_and_rerun_finishes(tmp_path, monkeypatch,
                                                                        reference_digest):
     out = generate(tmp_path / "db", None, shard_size=3, progress=False, **SMALL)
-    before = shards.read_index(out)["shards"]
+    before = shard_index.read_index(out)["shards"]
     real = shards.renoise_shard
 
     def second_fails(directory, shard, *args):
@@ -258,9 +262,9 @@ def test_interrupted_renoise_keeps_every_shard_whole_and_rerun_finishes(tmp_path
     with pytest.raises(GenerationError, match="renoise of 1 of 3 shards failed"):
         renoise(out, 100, 10, progress=False)
     monkeypatch.undo()
-    after = shards.read_index(out)["shards"]
+    after = shard_index.read_index(out)["shards"]
     assert after[1] == before[1] and after[0]["sha256"] != before[0]["sha256"]
-    assert [r["sha256"] for r in after] == [shards.sha256(out / r["file"]) for r in after]
+    assert [r["sha256"] for r in after] == [sha256(out / r["file"]) for r in after]
     assert not list(out.glob("*.partial"))
     mtime = (out / "shard-00000.h5").stat().st_mtime_ns
     renoise(out, 100, 10, progress=False)  # only the shards without the level

@@ -3,10 +3,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nanoedx_dataset import shapes
+from nanoedx_dataset.simulate import shapes
 from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.specs import EXTENT, FIELD_RADIUS, KINDS, ParticleSpec, draw_spec
-from nanoedx_dataset.voxelize import voxelize
+from nanoedx_dataset.simulate.specs import EXTENT, FIELD_RADIUS, KINDS, ParticleSpec, draw_spec
+from nanoedx_dataset.simulate.voxelizers import voxelize
 from scipy.spatial.transform import Rotation
 
 
@@ -94,3 +94,13 @@ def test_the_wall_never_swallows_the_core_or_void():
             continue
         depth = -spec.sdfs()["outer"](np.array([spec.center]))[0]
         assert spec.inner["wall"] <= 0.75 * depth + 1e-12, (index, spec.family)
+
+
+def test_a_new_family_changes_no_existing_spec(monkeypatch):
+    before = [draw_spec(seed, i).to_json() for seed in (0, 5) for i in range(40)]
+    sphere = shapes.FAMILIES["sphere"]
+    monkeypatch.setitem(shapes.FAMILIES, "new_family", shapes.Family(
+        "new_family", sphere.draw, sphere.build, True))
+    monkeypatch.setattr(shapes, "COMPACT_FAMILIES", (*shapes.COMPACT_FAMILIES, "new_family"))
+    assert [draw_spec(seed, i).to_json() for seed in (0, 5) for i in range(40)] == before
+    assert draw_spec(0, 3, family="new_family").family == "new_family"  # drawn when asked

@@ -1,0 +1,2 @@
+"""Looking at a database: ``info``, ``verify`` and ``preview``, and the package's figure
+helpers."""

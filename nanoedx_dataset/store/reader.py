@@ -1,0 +1,188 @@
+"""Read the database format: the one reader behind ``load_dataset``, the torch Datasets, the
+figures and the checks.
+
+:func:`open_database` opens a file with h5py after checking that it is a (complete) nanoedx
+database; :class:`Database` reads one sample, map or tilt series at a time (decoded volumes,
+one noise level chosen by :func:`select_level`) with handles opened lazily in each process, so
+it can travel to DataLoader and pool workers; :func:`open_xarray` shows a file as a lazy,
+labelled ``xarray.Dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import ConfigError, DatasetNotFoundError, SchemaError
+from . import schema
+
+
+def open_database(path, mode: str = "r", complete: bool = True) -> h5py.File:
+    """Open a nanoedx database with h5py after checking that it is one.
+
+    Parameters
+    ----------
+    path : path-like
+    mode : {"r", "r+"}
+    complete : bool
+        Refuse a file whose generation did not finish.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        The file does not exist.
+    SchemaError
+        The file is not HDF5, not a nanoedx database, or (with ``complete``) unfinished.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"no database file at {path}; generate one with "
+                                   "`nanoedx generate --preset mini -o FILE`")
+    try:
+        f = h5py.File(path, mode)
+    except OSError as err:
+        raise SchemaError(f"{path} is not an HDF5 file (truncated or another format): "
+                          f"{err}") from err
+    name = f.attrs.get(schema.ATTR_FORMAT_NAME)
+    if name != schema.FORMAT_NAME:
+        f.close()
+        raise SchemaError(f"{path} is not a nanoedx database (format_name={name!r}); "
+                          "make one with `nanoedx generate`")
+    version = f.attrs.get(schema.ATTR_FORMAT_VERSION, "")
+    if str(version).split(".")[0] != schema.FORMAT_VERSION.split(".")[0]:
+        f.close()
+        raise SchemaError(f"{path} has format version {version!r}; this nanoedx reads "
+                          f"{schema.FORMAT_VERSION}: upgrade nanoedx or regenerate the file")
+    if complete and not bool(f.attrs.get(schema.ATTR_COMPLETE, 0)):
+        f.close()
+        raise SchemaError(f"{path} is an unfinished database; finish it with "
+                          "`nanoedx generate ... --resume`")
+    return f
+
+
+def check_split(split: str | None) -> None:
+    """Refuse a split name other than None, train, val or test."""
+    if split is not None and split not in schema.SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(schema.SPLITS)}")
+
+
+def strings(ds: h5py.Dataset) -> list[str]:
+    """A string variable's values as Python strings."""
+    return ds.asstr()[:].tolist()
+
+
+def noise_levels(f: h5py.File) -> dict[str, dict]:
+    """Complete noise levels of an open file: ``{tag: {"counts", "background", "seed"}}``."""
+    out = {}
+    for tag, grp in f.get(schema.NOISY, {}).items():
+        if not tag.startswith(schema.PARTIAL_PREFIX):
+            out[tag] = {k: grp.attrs[k].item() for k in schema.NOISY_ATTRS}
+    return out
+
+
+def select_level(levels: dict, tag: str | None, name: str) -> str | None:
+    """The noise level to use: ``tag``, or the file's first level; None if it has none.
+
+    Raises :class:`ConfigError` naming the levels of ``name`` when ``tag`` is not among them.
+    """
+    if tag is None:
+        return next(iter(levels), None)
+    if tag not in levels:
+        raise ConfigError(f"{name} has no noise level {tag!r}; it has "
+                          f"{', '.join(levels) or 'none'} (add one with `nanoedx renoise`, or "
+                          "draw noise on the fly with counts=)")
+    return tag
+
+
+def first_sample(f: h5py.File) -> int:
+    """Global index of an open file's first sample: 0, or a shard's ``first_sample``."""
+    return int(np.ravel(f.attrs.get(schema.FIRST_SAMPLE, 0))[0])
+
+
+def config(f: h5py.File) -> dict:
+    """The generation config stored in an open file."""
+    return json.loads(f.attrs[schema.ATTR_CONFIG])
+
+
+def decode_volume(raw: np.ndarray) -> np.ndarray:
+    """Stored uint8 occupancy to float64 fractions in [0, 1]."""
+    return raw.astype(np.float64) * schema.VOLUME_SCALE
+
+
+class Database:
+    """One complete database file, read a sample or map at a time.
+
+    Attributes read once: ``path``, ``elements``, ``angles`` (degrees), the catalogue columns
+    ``family``, ``kind``, ``split``, ``params``, ``levels`` (noise levels), ``first`` (global
+    index of the first sample), ``sharded`` (a shard of a sharded run) and ``attrs`` (root
+    attributes as strings). The h5py handle is opened on first use in each process.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        with open_database(self.path) as f:
+            self.elements = strings(f[schema.ELEMENT])
+            self.angles = f[schema.ANGLE][:]
+            self.catalogue = {c: strings(f[c]) for c in schema.CATALOGUE}
+            self.levels = noise_levels(f)
+            self.first = first_sample(f)
+            self.sharded = schema.FIRST_SAMPLE in f.attrs
+            self.attrs = {k: str(f.attrs[k]) for k in schema.ROOT_ATTRS if k in f.attrs}
+            self.n, self.size = int(f[schema.VOLUME].shape[0]), int(f[schema.VOLUME].shape[-1])
+        self._pid, self._file = None, None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_pid": None, "_file": None}
+
+    def __repr__(self) -> str:
+        return (f"Database({str(self.path)!r}: {self.n} samples at {self.size}^3, "
+                f"{len(self.angles)} angles, noise levels {list(self.levels)})")
+
+    @property
+    def file(self) -> h5py.File:
+        """This process's read-only h5py handle."""
+        if self._pid != os.getpid() or self._file is None:
+            self._pid, self._file = os.getpid(), h5py.File(self.path, "r")
+        return self._file
+
+    def level(self, tag: str | None = None) -> str | None:
+        """A noise level of this file (see :func:`select_level`)."""
+        return select_level(self.levels, tag, self.path.name)
+
+    def volume(self, sample: int, element=slice(None)) -> np.ndarray:
+        """Occupancy in [0, 1] (float64), (element, z, y, x) or (z, y, x) for one element."""
+        return decode_volume(self.file[schema.VOLUME][sample, element])
+
+    def projection(self, sample: int, element=slice(None), angles=slice(None)) -> np.ndarray:
+        """Clean line integrals (float32, voxels)."""
+        return self.file[schema.PROJECTION][sample, element, angles]
+
+    def counts(self, tag: str, sample: int, element=slice(None), angles=slice(None)) -> np.ndarray:
+        """Noisy counts (uint16) of noise level ``tag``."""
+        return self.file[schema.counts_path(tag)][sample, element, angles]
+
+
+def open_xarray(path: Path, noise: str | None = None):
+    """One database file as a lazy ``xarray.Dataset``, one noise level as the variable ``noisy``.
+
+    The catalogue columns are coordinates, ``sample`` numbers the file's samples from 0, and
+    ``attrs["noise_levels"]`` lists the file's levels.
+    """
+    import xarray as xr
+
+    with open_database(path) as f:  # checks it is a complete nanoedx file
+        levels = noise_levels(f)
+    tag = select_level(levels, noise, Path(path).name)
+    ds = xr.open_dataset(path, engine="h5netcdf", chunks={"sample": 1})
+    ds = ds.drop_vars(schema.WRITTEN).set_coords(list(schema.CATALOGUE))
+    ds = ds.assign_coords(sample=np.arange(ds.sizes["sample"]))
+    if tag is not None:
+        grp = xr.open_dataset(path, engine="h5netcdf", group=schema.noisy_path(tag),
+                              chunks={"sample": 1})
+        ds["noisy"] = grp[schema.NOISY_FIELD.name].assign_attrs({**grp.attrs, "tag": tag})
+    ds.attrs["noise_levels"] = list(levels)
+    return ds

@@ -1,0 +1,38 @@
+"""Checks of count maps given by a user: finite, non-negative, and whole numbers where raw
+detector counts are needed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nanoedx_dataset.errors import ConfigError
+
+
+def check_count_maps(maps, whole: bool = False) -> np.ndarray:
+    """Validate count maps: a 2D map or a stack (N, H, W) of finite, non-negative numbers
+    (whole numbers too, with ``whole``: raw detector counts)."""
+    x = np.asarray(maps)
+    if x.dtype.kind not in "uif":
+        raise ConfigError(f"count maps must be numbers, got dtype {x.dtype}")
+    if x.ndim not in (2, 3):
+        raise ConfigError(f"count maps must be (row, col) or (map, row, col), got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ConfigError("count maps hold NaN or infinite values; give raw counts")
+    if np.any(x < 0):
+        raise ConfigError(f"count maps must be non-negative counts (min {x.min()}); give raw "
+                          "counts, not background-subtracted or normalized data")
+    if whole and x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+        raise ConfigError("these maps hold fractions, not whole numbers of counts: give the raw "
+                          "detector counts, before any background subtraction, normalization "
+                          "or smoothing")
+    return x
+
+
+def check_counts(maps) -> np.ndarray:
+    """Raw detector counts as a stack (map, row, col) of int64: whole, non-negative, finite.
+
+    ``maps`` may have any number of leading axes (element, angle, ...) before (row, col).
+    """
+    x = np.asarray(maps)
+    x = check_count_maps(x.reshape((-1,) + x.shape[-2:]) if x.ndim > 3 else x, whole=True)
+    return x.reshape((-1,) + x.shape[-2:]).astype(np.int64)

@@ -1,0 +1,150 @@
+"""The denoisers of the benchmark, registered by name.
+
+A denoiser maps one raw count map (row, col) to expected signal counts, background removed. It
+has at most one parameter, set in one of three ways:
+
+* ``fixed`` -- no parameter, or a default (the U-nets, ``noisy``);
+* ``oracle`` -- per map, by Brent minimization of the MAE against the ground truth (the paper's
+  "best case"; needs the truth, so only on simulated data);
+* ``fitted`` -- once, by Brent minimization of the mean MAE over validation maps (what a user can
+  really do).
+
+Adding one is one decorated function::
+
+    @register("median-val", mode="fitted", bounds=(1, 9))
+    def median(counts, p, background):
+        return remove_background(ndimage.median_filter(counts, int(p)), background)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from nanoedx_dataset.errors import ConfigError
+
+def oracle(method, counts: np.ndarray, truth: np.ndarray, bounds: tuple[float, float],
+           background: float = 0.0, xatol: float = 1e-3) -> tuple[np.ndarray, float]:
+    """Best-case output of ``method(counts, p, background)`` over its parameter ``p``.
+
+    Minimizes the mean absolute error against ``truth`` with Brent's bounded method on
+    ``log(p)``; returns the denoised map and the parameter found.
+    """
+    def mae(logp: float) -> float:
+        return float(np.abs(method(counts, np.exp(logp), background) - truth).mean())
+
+    res = minimize_scalar(mae, bounds=np.log(bounds), method="bounded",
+                          options={"xatol": xatol})
+    p = float(np.exp(res.x))
+    return method(counts, p, background), p
+
+
+class DenoiserFailed(RuntimeError):
+    """A denoiser's output is unusable (wrong shape, NaN or infinite values)."""
+
+
+Fn = Callable[[np.ndarray, float, float], np.ndarray]
+FIT_XATOL = 0.03  # Brent's tolerance on log(parameter) for fitted methods: 3 % of the value
+MODES = ("fixed", "oracle", "fitted")
+
+
+@dataclass(frozen=True)
+class Denoiser:
+    """A registered denoiser: ``fn(counts, parameter, background) -> expected counts``."""
+
+    name: str
+    fn: Fn
+    mode: str
+    bounds: tuple[float, float] | None = None
+    default: float | None = None
+
+    def fit(self, noisy, truth, background: float, mapper=map) -> float | None:
+        """The parameter of a ``fitted`` denoiser from validation maps (None otherwise).
+
+        ``mapper`` evaluates the maps of one Brent step, e.g. a process pool's ``map``; worker
+        processes find the denoiser by its registered name.
+        """
+        if self.mode != "fitted":
+            return self.default
+
+        def loss(logp: float) -> float:
+            p = float(np.exp(logp))
+            jobs = [(self.name, x, g, p, background) for x, g in zip(noisy, truth)]
+            return float(np.mean(list(mapper(_mae, jobs))))
+
+        res = minimize_scalar(loss, bounds=np.log(self.bounds), method="bounded",
+                              options={"xatol": FIT_XATOL})
+        return float(np.exp(res.x))
+
+    def __call__(self, counts: np.ndarray, background: float, parameter: float | None = None,
+                 truth: np.ndarray | None = None) -> np.ndarray:
+        """Denoise one map; ``truth`` is required for an oracle, ``parameter`` for fitted."""
+        x = np.asarray(counts, np.float64)
+        if self.mode == "oracle":
+            if truth is None:
+                raise ConfigError(f"{self.name} is an oracle: it needs the ground truth")
+            return oracle(self.fn, x, truth, self.bounds, background, xatol=1e-2)[0]
+        if self.mode == "fitted" and parameter is None:
+            raise ConfigError(f"{self.name} needs its parameter: call .fit() on validation maps")
+        return self.fn(x, parameter if parameter is not None else self.default, background)
+
+
+DENOISERS: dict[str, Denoiser] = {}
+
+
+def _mae(job) -> float:
+    """Mean absolute error of one denoised validation map (a picklable unit of ``fit``)."""
+    name, x, g, p, background = job
+    return float(np.abs(DENOISERS[name].fn(np.asarray(x, np.float64), p, background) - g).mean())
+
+
+def register(name: str, *, mode: str = "fixed", bounds=None, default=None):
+    """Register ``fn(counts, parameter, background)`` under ``name``."""
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+
+    def deco(fn: Fn) -> Fn:
+        DENOISERS[name] = Denoiser(name, fn, mode, bounds, default)
+        return fn
+
+    return deco
+
+
+# "prefix:" -> factory(name, rest) of denoisers named by a prefix and an argument
+FACTORIES: dict[str, Callable[[str, str], "Denoiser"]] = {}
+
+
+def register_factory(prefix: str, factory: Callable[[str, str], "Denoiser"]) -> None:
+    """Make ``denoiser("PREFIX:ARG")`` return ``factory(name, ARG)`` (e.g. ``unet:MODEL.pt``)."""
+    FACTORIES[prefix] = factory
+
+
+def denoiser(name: str) -> Denoiser:
+    """Look a denoiser up by name, or ``PREFIX:ARG`` of a factory (``unet:PATH`` is a U-net
+    from a model file). Errors list the names."""
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix + ":" in FACTORIES:
+        return FACTORIES[prefix + ":"](name, rest)
+    if name not in DENOISERS:
+        known = ", ".join([*DENOISERS, *(f"{p}ARG" for p in FACTORIES)])
+        raise ConfigError(f"unknown denoiser {name!r}; choose one of: {known}")
+    return DENOISERS[name]
+
+
+def apply(d: Denoiser, x, background: float, param, truth) -> tuple[np.ndarray, float]:
+    """Denoise one map, checked; returns the output and the seconds it took.
+
+    Raises :class:`DenoiserFailed` for an output of the wrong shape or with NaN / inf values.
+    """
+    t = time.perf_counter()
+    out = np.asarray(d(x, background, param, truth=truth))
+    seconds = time.perf_counter() - t
+    if out.shape != x.shape:
+        raise DenoiserFailed(f"returned shape {out.shape} for a map of shape {x.shape}")
+    if not np.all(np.isfinite(out)):
+        raise DenoiserFailed("returned NaN or infinite values")
+    return out, seconds

@@ -1,0 +1,237 @@
+"""The standardized 2D and 3D benchmark of the registered denoisers (the paper's Fig. 2b and 3b).
+
+2D: one map per structure of a split (a present element and an angle fixed by the seed), each
+denoised and scored by nMAE against its expected signal. 3D: every map of each structure's noisy
+tilt series denoised, then 15 EM iterations, scored by nMAE against the reference volume scaled
+to the same total (DESIGN.md); a structure's score is the mean over its elements. Fitted methods
+get their one parameter from validation maps first; oracles from each map's ground truth.
+
+A method that raises, or returns the wrong shape or NaN, is reported as failed in its row; the
+rest of the leaderboard completes. Numbers depend only on the inputs (data, split, dose, seed,
+methods, quick), never on the number of worker processes.
+
+Tasks are spread over processes by the package's one :class:`~nanoedx_dataset.generation.executor.
+Executor`; the table, JSON and figures of a leaderboard are written by :mod:`.leaderboard`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from nanoedx_dataset import __version__
+from nanoedx_dataset.generation.executor import Executor
+from nanoedx_dataset.errors import ConfigError
+
+from ..data.datasets import EDXMaps, TiltSeries
+from ..denoisers import DENOISERS, Denoiser, denoiser
+from ..denoisers.registry import DenoiserFailed, apply
+from ..reconstruction.em import reconstruct
+from .figures import orthoslices
+from .leaderboard import DIMS, leaderboard, write
+from .metrics import nmae
+
+__all__ = ["DIMS", "DenoiserFailed", "benchmark"]
+
+QUICK = {"maps": 24, "structures": 4, "fit_maps": 8}  # --quick: evenly spaced subsets
+FIT_MAPS = 30  # validation maps that set a fitted method's parameter
+
+
+@dataclass
+class _Task:
+    """What a worker needs to score one map (2D) or one structure (3D)."""
+
+    dim: str
+    index: int  # map index (2D) or structure index (3D)
+    methods: tuple[str, ...]  # names: worker processes look them up (registered by fork)
+    params: dict
+    iterations: int
+    keep: bool  # return the outputs (2D maps, 3D orthoslices), for the example figures
+
+
+_DATA: dict = {}
+
+
+def _init_worker(maps, series, structures, blas_threads: int | None) -> None:
+    _DATA.update(maps=maps, series=series, structures=structures)
+    if blas_threads is not None:
+        import torch
+
+        threadpool_limits(blas_threads)
+        torch.set_num_threads(blas_threads)
+
+
+def _method(name: str) -> Denoiser:
+    """The denoiser called ``name``, one instance per process (a U-net loads once)."""
+    cache = _DATA.setdefault("methods", {})
+    if name not in cache:
+        cache[name] = denoiser(name)
+    return cache[name]
+
+
+def _score(task: _Task) -> dict:
+    """nMAE and seconds of every method on one map or structure; failures as messages."""
+    scores, seconds, errors, kept = {}, {}, {}, {}
+    if task.dim == "2d":
+        x, truth, _, b = _DATA["maps"].raw(task.index)
+        x = x.astype(np.float64)
+        for d in map(_method, task.methods):
+            try:
+                out, seconds[d.name] = apply(d, x, b, task.params.get(d.name), truth)
+            except Exception as err:  # noqa: BLE001 -- a failing method fails its row only
+                errors[d.name] = f"{type(err).__name__}: {err}"
+                continue
+            scores[d.name] = nmae(out, truth)
+            if task.keep:
+                kept[d.name] = out.astype(np.float32)
+        if task.keep:
+            kept |= {"_noisy": x.astype(np.float32), "_truth": truth}
+        return {"scores": scores, "seconds": seconds, "errors": errors, "kept": kept}
+    items = [_DATA["series"][k] for k in _DATA["structures"][task.index]]
+    for d in map(_method, task.methods):
+        try:
+            per_element, total = [], 0.0
+            for item in items:
+                outs = []
+                for x, truth in zip(item["noisy"].astype(np.float64), item["target"]):
+                    out, s = apply(d, x, item["background"], task.params.get(d.name), truth)
+                    outs.append(out)
+                    total += s
+                rec = reconstruct(np.stack(outs), item["angles"], task.iterations)
+                per_element.append(nmae(rec, item["reference"]))
+                if task.keep and item is items[0]:
+                    kept[d.name] = orthoslices(rec)
+        except Exception as err:  # noqa: BLE001
+            errors[d.name] = f"{type(err).__name__}: {err}"
+            continue
+        scores[d.name], seconds[d.name] = float(np.mean(per_element)), total
+    if task.keep:
+        kept["_truth"] = orthoslices(items[0]["reference"])
+    return {"scores": scores, "seconds": seconds, "errors": errors, "kept": kept,
+            "maps": sum(len(i["noisy"]) for i in items)}
+
+
+def _subset(n: int, k: int | None) -> list[int]:
+    """``k`` evenly spaced indices of ``range(n)`` (all of them for None)."""
+    if k is None or k >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
+
+
+def _fit(methods, data, dose: dict, n_maps: int, mapper, progress: bool) -> tuple[dict, dict]:
+    """Parameters of the fitted methods from validation maps; failures as messages."""
+    params, errors = {}, {}
+    fitted = [d for d in methods if d.mode == "fitted"]
+    if not fitted:
+        return params, errors
+    val = EDXMaps(data, "val", **dose)
+    pairs = [val.raw(i) for i in _subset(len(val), n_maps)]
+    noisy = [p[0].astype(np.float64) for p in pairs]
+    truth = [p[1] for p in pairs]
+    for d in tqdm(fitted, desc="fit on val", disable=not progress):
+        try:
+            params[d.name] = d.fit(noisy, truth, pairs[0][3], mapper=mapper)
+        except Exception as err:  # noqa: BLE001
+            errors[d.name] = f"fit failed: {type(err).__name__}: {err}"
+    return params, errors
+
+
+def benchmark(data, *, split: str = "test", methods=None, counts: float | None = None,
+              background: float | None = None, noise: str | None = None, seed: int = 0,
+              dims=DIMS, quick: bool = False, workers: int = 1, iterations: int = 15,
+              fit_maps: int | None = None, out=None, figures: bool = False,
+              progress: bool = True, version: str = "latest") -> dict:
+    """Run the 2D and 3D benchmark of denoisers on a database; return the leaderboard.
+
+    Parameters
+    ----------
+    data : str or path-like
+        Release name (``"standard"``, ``"mini"``), database file or folder of shards.
+    split : str
+        Split to score (``"test"``); fitted methods always fit on ``"val"``.
+    methods : sequence of str, optional
+        Registered denoiser names or ``unet:PATH`` (default: all registered).
+    counts, background : float, optional
+        Draw the noise on the fly at this dose (background default 10 % of the counts), seeded
+        by ``seed``; otherwise the stored noise level ``noise`` (default: the file's first).
+    seed : int
+        Picks each structure's 2D map and seeds on-the-fly noise.
+    dims : sequence of {"2d", "3d"}
+    quick : bool
+        Score evenly spaced subsets (24 maps, 4 structures, 8 validation maps).
+    workers : int
+        Processes (one BLAS/torch thread each); does not change the numbers.
+    iterations : int
+        EM iterations of the 3D benchmark (15 in the paper).
+    fit_maps : int, optional
+        Validation maps for the fitted methods (default 30, 8 with ``quick``).
+    out : path-like, optional
+        Folder for ``leaderboard.md``, ``leaderboard.json``, ``leaderboard_examples.npz``
+        (the example outputs) and, with
+        ``figures``, the PNG figures.
+    progress : bool
+    version : str
+        Release version, for a release name.
+
+    Returns
+    -------
+    dict
+        The leaderboard: ``rows`` (one per method: ``method``, ``status``, ``parameter``,
+        ``nmae2d_mean``/``_std``, ``nmae3d_mean``/``_std``, ``seconds_per_map``, per-map
+        ``nmae2d`` and per-structure ``nmae3d``) and the inputs.
+    """
+    dims = tuple(dims)
+    if not dims or any(d not in DIMS for d in dims):
+        raise ConfigError(f"dims must be a non-empty subset of {DIMS}, got {dims}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    names = list(methods or DENOISERS)  # the registry now, with denoisers added since import
+    chosen = tuple(denoiser(n) for n in names)  # unknown names: an error before any work
+    if len(set(names)) != len(names):
+        raise ConfigError(f"methods are listed twice: {names}")
+    dose = {"noise": noise, "counts": counts, "background": background, "seed": seed,
+            "version": version}
+    maps = EDXMaps(data, split, **dose)
+    series = TiltSeries(data, split, **dose)
+    structures = _group(series)
+    limits = QUICK if quick else {"maps": None, "structures": None, "fit_maps": FIT_MAPS}
+    tasks_2d = _subset(len(maps), limits["maps"]) if "2d" in dims else []
+    tasks_3d = _subset(len(structures), limits["structures"]) if "3d" in dims else []
+    if not tasks_2d and not tasks_3d:
+        raise ConfigError(f"split {split!r} of {data} holds no structures to score")
+    executor = Executor(workers, initializer=_init_worker, threads=None,
+                        initargs=(maps, series, structures, 1 if workers > 1 else None))
+    with executor as ex:
+        mapper = ex.map
+        params, failed = _fit(chosen, data, dose, fit_maps or limits["fit_maps"], mapper,
+                              progress)
+        run = tuple(d.name for d in chosen if d.name not in failed)
+        tasks = ([_Task("2d", i, run, params, iterations, i == tasks_2d[0]) for i in tasks_2d]
+                 + [_Task("3d", i, run, params, iterations, i == tasks_3d[0])
+                    for i in tasks_3d])
+        results = list(tqdm(mapper(_score, tasks), total=len(tasks), desc="benchmark",
+                            disable=not progress))
+    board = leaderboard(names, params, failed, tasks, results)
+    c, b = maps.dose or maps.raw(0)[2:]
+    board.update(data={"source": str(data), **maps.describe()}, split=split, seed=seed,
+                 quick=quick, dims=list(dims), iterations=iterations,
+                 package_version=__version__, counts=float(c), background=float(b),
+                 noise=maps.noise if counts is None else "on the fly",
+                 n_maps_2d=len(tasks_2d), n_structures_3d=len(tasks_3d),
+                 fit_maps=fit_maps or limits["fit_maps"])
+    examples = {f"{t.dim}/{k}": v for t, r in zip(tasks, results) if t.keep
+                for k, v in r["kept"].items()}
+    if out is not None:
+        write(board, out, examples, figures=figures)
+    return board
+
+
+def _group(series: TiltSeries) -> list[list[int]]:
+    """Indices of the series items of each structure (its elements), in order."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (fi, s, _) in enumerate(series.items):
+        groups.setdefault((fi, s), []).append(k)
+    return list(groups.values())

@@ -1,0 +1,1 @@
+"""Tomographic reconstruction of (denoised) tilt series: EM and SIRT (:mod:`.em`)."""

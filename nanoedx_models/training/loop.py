@@ -1,0 +1,183 @@
+"""Train the U-net denoiser (the paper's protocol: Adam, lr 1e-3, supervised pairs).
+
+Each epoch draws its own noise (on-the-fly mode) and its own shuffling from ``(seed, epoch)``,
+and a checkpoint (model, optimizer, history) is written after every epoch, so ``resume=True``
+continues an interrupted run to exactly the weights an uninterrupted run reaches. The model
+file keeps the weights of the best validation epoch. Started by ``torchrun``, the processes
+train one model data-parallel (DDP) on shares of the same global batches
+(:mod:`nanoedx_models.distributed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
+
+from nanoedx_dataset import __version__
+from nanoedx_dataset.errors import ConfigError
+from nanoedx_dataset.store.files import atomic_output
+
+from ..data.datasets import EDXMaps
+from ..denoisers.modelfile import load_model, save_model
+from ..denoisers.unet import PRESETS, UNet
+from ..device import pick_device
+from . import distributed
+
+log = logging.getLogger(__name__)
+
+
+def _checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+def _evaluate(model: UNet, loader: DataLoader, device: torch.device) -> float:
+    """Mean per-map nMAE (%) of the clamped output against the target."""
+    model.eval()
+    errs = []
+    with torch.no_grad():
+        for x, y in loader:
+            pred = model(x.to(device)).clamp_min(0).cpu()
+            errs += ((pred - y).abs().mean((1, 2, 3)) / y.mean((1, 2, 3)) * 100).tolist()
+    return float(np.mean(errs))
+
+
+def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int = 8,
+          lr: float = 1e-3, device: str = "auto", seed: int = 0, noise: str | None = None,
+          counts=None, background: float | None = None,
+          background_fraction: float | None = None, per_structure: bool = True,
+          maps_per_epoch: int | None = None, workers: int = 0, resume: bool = False,
+          progress: bool = True) -> Path:
+    """Train a U-net on the ``train`` split and keep the best ``val`` epoch.
+
+    Parameters
+    ----------
+    data : str or path-like
+        Release name, database file or folder of shards.
+    out : path-like
+        The model file to write (``<out>.ckpt`` holds the resumable state).
+    preset : str
+        U-net preset (:data:`nanoedx_models.unet.PRESETS`).
+    epochs, batch_size, lr, seed
+        Training length and Adam's learning rate (1e-3 in the paper).
+    device : {"auto", "cpu", "cuda"}
+    noise, counts, background, background_fraction
+        Stored noise level, or on-the-fly noise (see :class:`EDXMaps`).
+    per_structure : bool
+        One map per training structure (paper) or all maps.
+    maps_per_epoch : int, optional
+        Random maps drawn per epoch (default: all).
+    workers : int
+        DataLoader worker processes.
+    resume : bool
+        Continue from ``<out>.ckpt``.
+
+    Notes
+    -----
+    Run under ``torchrun`` (several processes, ``WORLD_SIZE`` > 1), ``batch_size`` is the
+    global batch, shared equally by the processes (it must divide by their number); rank 0
+    writes the model file and checkpoints. See :mod:`nanoedx_models.distributed`.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    out = Path(out)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown U-net preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ConfigError("epochs and batch_size must be >= 1 and lr > 0")
+    world = distributed.world()
+    local_batch = distributed.per_process_batch(batch_size, world)
+    dev = pick_device(device)
+    kw = dict(noise=noise, counts=counts, background=background,
+              background_fraction=background_fraction, seed=seed)
+    train_ds = EDXMaps(data, "train", per_structure=per_structure, **kw)
+    val_ds = EDXMaps(data, "val", per_structure=True, **kw)  # fixed noise: epoch 0 always
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise ConfigError(f"{data} has {len(train_ds)} train and {len(val_ds)} val maps; "
+                          "training needs both")
+    meta = {"data": str(data), "data_version": train_ds.describe()["dataset_version"],
+            "noise": noise, "counts": counts, "background": background,
+            "background_fraction": background_fraction, "preset": preset, "epochs": epochs,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "per_structure": per_structure,
+            "train_maps": len(train_ds), "val_maps": len(val_ds), "nanoedx": __version__,
+            "processes": world.size}
+    dev = distributed.setup(world, dev)
+    try:
+        return _fit(train_ds, val_ds, out, meta, world, dev, local_batch, maps_per_epoch,
+                    workers, resume, progress)
+    finally:
+        distributed.teardown(world)
+
+
+def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
+         local_batch: int, maps_per_epoch: int | None, workers: int, resume: bool,
+         progress: bool) -> Path:
+    """The epochs of :func:`train` (in each process of a DDP run)."""
+    epochs, batch_size, seed = meta["epochs"], meta["batch_size"], meta["seed"]
+    torch.manual_seed(seed)
+    model = UNet.from_preset(meta["preset"]).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=meta["lr"])
+    history, best, start = [], float("inf"), 0
+    ckpt = _checkpoint_path(out)
+    if resume:
+        if not ckpt.exists():
+            raise ConfigError(f"nothing to resume: no {ckpt}; start without --resume")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+    net = distributed.wrap(model, world, dev)
+    val_loader = DataLoader(val_ds, batch_size=batch_size, num_workers=workers)
+    loss_fn = torch.nn.L1Loss()
+    for epoch in range(start, epochs):
+        train_ds.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        sampler = RandomSampler(train_ds, num_samples=maps_per_epoch or len(train_ds),
+                                generator=gen)
+        if world.parallel:  # this process's share of the same global batches
+            sampler = distributed.DealtSampler(list(sampler), world)
+        loader = DataLoader(train_ds, batch_size=local_batch, sampler=sampler,
+                            num_workers=workers)
+        net.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not (progress and world.main), leave=False)
+        running = []
+        for x, y in bar:
+            opt.zero_grad()
+            loss = loss_fn(net(x.to(dev)), y.to(dev))
+            loss.backward()
+            opt.step()
+            running.append(distributed.mean(loss.detach(), world))  # the global batch's loss
+            bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+        if not world.main:
+            distributed.barrier(world)  # rank 0 evaluates and writes
+            continue
+        val = _evaluate(model, val_loader, dev)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(running)), "val_nmae": val})
+        log.info("epoch %d: loss %.4f, val nMAE %.2f %%", epoch + 1, np.mean(running), val)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {np.mean(running):.4f}, "
+                       f"val nMAE {val:.2f} %")
+        if val < best:
+            best = val
+            save_model(out, model, {**meta, "best_epoch": epoch + 1, "val_nmae": val,
+                                    "history": history})
+        _save_checkpoint(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "history": history, "best": best, "epoch": epoch})
+        distributed.barrier(world)
+    if world.main:  # the model file records the whole history, whichever epoch was best
+        model_best, meta_best = load_model(out)
+        save_model(out, model_best, {**meta_best, "history": history})
+    return out
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
