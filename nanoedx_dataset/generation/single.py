@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError, NanoEDXError, OutputExistsError
 from ..simulate.noise import add_noise, check_dose
 from ..store import files, reader, schema, writer
 from ..store.schema import ELEMENTS, noise_tag
@@ -120,8 +120,14 @@ def generate_file(out: Path, cfg: GenerationConfig, *, workers: int = 1, overwri
                                 "it or --overwrite to start over")
     if mesh_dir is not None:
         Path(mesh_dir).mkdir(parents=True, exist_ok=True)
-    build(partial, cfg, 0, cfg.n, root_attrs(cfg, created()), workers=workers,
-          resume=resume, progress=progress, desc=f"generate {out.name}", mesh_dir=mesh_dir)
+    try:
+        build(partial, cfg, 0, cfg.n, root_attrs(cfg, created()), workers=workers,
+              resume=resume, progress=progress, desc=f"generate {out.name}", mesh_dir=mesh_dir)
+    except NanoEDXError:
+        # the config cannot give this database (e.g. too many counts for a pixel): nothing to
+        # resume, so nothing is left behind
+        partial.unlink(missing_ok=True)
+        raise
     files.replace(partial, out)
     return out
 
