@@ -222,3 +222,21 @@ def test_upload_without_token_or_bad_version_is_refused(tmp_path, release_dir, m
                  str(tmp_path / "r.json"), "--upload"]) == 2
     assert "ZENODO_TOKEN" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_embedded_mini_regenerates_from_its_registry_command_byte_for_byte(tmp_path,
+                                                                          monkeypatch):
+    """The registry's command rebuilds the embedded release exactly: anything that changes a
+    file's bytes (a description, an attribute, the writer) needs a new dataset version."""
+    import shlex
+
+    from nanoedx_models.cli import main
+
+    version, entry = release_registry.release_entry("mini")
+    (fname, expected), = entry["files"].items()
+    env, _, argv = entry["command"].split("  #")[0].partition(" nanoedx ")
+    key, _, value = env.partition("=")
+    monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(argv)) == 0
+    assert release_registry.spell_hash(sha256(tmp_path / fname)) == expected

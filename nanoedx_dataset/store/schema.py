@@ -78,8 +78,9 @@ FIELDS: tuple[Field, ...] = (
     Field(ELEMENT, ("element",), STR, "element names: A = the particle's main element "
           "(solid, shell or hollow wall), B = the core of a core-shell particle"),
     Field(ANGLE, ("angle",), "f8", "tilt angle about the y axis", "degree"),
-    Field(FAMILY, ("sample",), STR, "shape family (nanoedx_dataset.shapes.FAMILIES), or "
-          f"{MESH_FAMILY!r} for a sample voxelized from a mesh file"),
+    # The descriptions are bytes of every file: changing one needs a new release version.
+    # (A sample voxelized from a mesh file has the family MESH_FAMILY.)
+    Field(FAMILY, ("sample",), STR, "shape family (nanoedx_dataset.shapes.FAMILIES)"),
     Field(KIND, ("sample",), STR, "solid, core_shell or hollow"),
     Field(SPLIT, ("sample",), STR, "train, val or test (70/15/15, fixed by the seed)"),
     Field(PARAMS, ("sample",), STR, "the sample's JSON spec (ParticleSpec.to_json)"),
