@@ -1,5 +1,9 @@
 """One sample, computed: spec -> occupancy -> uint8 volume -> projections -> noisy maps.
 
+A sample is one particle (:func:`~nanoedx_dataset.simulate.specs.draw_spec`), or with the
+config's ``scene`` options a whole field (:func:`~nanoedx_dataset.simulate.scenes.draw_scene`,
+family and kind ``scene``, its :class:`~nanoedx_dataset.simulate.scenes.SceneSpec` in params).
+
 Every random draw depends only on the generation seed and the sample's index (and a noise
 level's seed), so the same config gives bit-identical arrays in any process, pool or shard.
 """
@@ -13,8 +17,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ..simulate.noise import add_noise
 from ..simulate.project import project
+from ..simulate.scenes import draw_scene, voxelize_scene
 from ..simulate.specs import draw_spec
 from ..simulate.voxelizers import voxelize
 from ..store import schema, writer
@@ -61,10 +65,16 @@ def splits(n: int, seed: int) -> np.ndarray:
 def make_sample(cfg: GenerationConfig, index: int, mesh_dir=None) -> Sample:
     """Compute every array of sample ``index`` (no I/O but the meshes saved in ``mesh_dir``)."""
     t0 = time.perf_counter()
-    spec = draw_spec(cfg.seed, index)
-    occ = voxelize(spec, cfg.size, backend=cfg.backend, mesh_dir=mesh_dir)
+    if cfg.scene is not None:
+        spec = draw_scene(cfg.seed, index, cfg.scene)
+        occ = voxelize_scene(spec, cfg.size)
+        family = kind = schema.SCENE
+    else:
+        spec = draw_spec(cfg.seed, index)
+        occ = voxelize(spec, cfg.size, backend=cfg.backend, mesh_dir=mesh_dir)
+        family, kind = spec.family, spec.kind
     seconds = time.perf_counter() - t0
-    s = sample_from_occupancy(cfg, index, occ, spec.to_json(), spec.family, spec.kind)
+    s = sample_from_occupancy(cfg, index, occ, spec.to_json(), family, kind)
     s.seconds = {"voxelize": seconds, **s.seconds}
     return s
 
@@ -83,7 +93,10 @@ def sample_from_occupancy(cfg: GenerationConfig, index: int, occ: np.ndarray, pa
         proj[present] = project(occ_q, cfg.angles)
     t2 = time.perf_counter()
     rng = noise_rng(noise_seed(cfg.seed, cfg.counts, cfg.background), index)
-    noisy = add_noise(proj, cfg.counts, cfg.background, rng)
+    model = cfg.noise_model
+    # the mass thickness of each map: the sum of the elements' projections at its angle
+    mass = proj.sum(axis=0, keepdims=True) if model.mass_background > 0 else None
+    noisy = model.sample(proj, cfg.counts, cfg.background, rng, mass=mass)
     t3 = time.perf_counter()
     return Sample(index, params, family, kind, volume, proj, noisy,
                   {"project": t2 - t1, "noise": t3 - t2})

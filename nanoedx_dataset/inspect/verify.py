@@ -9,10 +9,11 @@ import numpy as np
 
 from ..errors import SchemaError
 from ..simulate import shapes
+from ..simulate.scenes import SceneSpec
 from ..simulate.specs import ParticleSpec
 from ..store import reader, schema
 from ..store.schema import (FIELDS, KINDS, MESH_FAMILY, NOISY, NOISY_ATTRS, NOISY_FIELD,
-                            PARTIAL_PREFIX, ROOT_ATTRS, SPLITS, STR, VOLUME_SCALE,
+                            PARTIAL_PREFIX, ROOT_ATTRS, SCENE, SPLITS, STR, VOLUME_SCALE,
                             present_elements)
 from .info import info
 
@@ -41,8 +42,9 @@ def problems(f: h5py.File) -> list[str]:
     if not np.all(f[schema.WRITTEN][:] == 1):
         out.append(f"{int((f[schema.WRITTEN][:] != 1).sum())} samples were never written")
     cols = {col: reader.strings(f[col]) for col in schema.CATALOGUE}
-    families = (*shapes.FAMILIES, MESH_FAMILY)
-    for col, valid in ((schema.FAMILY, families), (schema.KIND, KINDS), (schema.SPLIT, SPLITS)):
+    families = (*shapes.FAMILIES, MESH_FAMILY, SCENE)
+    kinds = (*KINDS, SCENE)
+    for col, valid in ((schema.FAMILY, families), (schema.KIND, kinds), (schema.SPLIT, SPLITS)):
         bad = set(cols[col]) - set(valid)
         if bad:
             out.append(f"{col} holds unknown values {sorted(bad)}; valid: {', '.join(valid)}")
@@ -53,13 +55,13 @@ def problems(f: h5py.File) -> list[str]:
                 out.append(f"sample {i}: a mesh sample's params do not name its mesh file")
             continue
         try:
-            spec = ParticleSpec.from_json(raw)
+            spec = (SceneSpec if cols[schema.FAMILY][i] == SCENE else ParticleSpec).from_json(raw)
         except ValueError as err:
             out.append(f"sample {i}: params is not a spec ({err})")
             continue
-        fam = cols[schema.FAMILY][i]
-        if spec.family != fam or spec.index != first + i:
-            out.append(f"sample {i}: params (family {spec.family}, index {spec.index}) "
+        fam, spec_fam = cols[schema.FAMILY][i], getattr(spec, "family", SCENE)
+        if spec_fam != fam or spec.index != first + i:
+            out.append(f"sample {i}: params (family {spec_fam}, index {spec.index}) "
                        f"disagree with the catalogue (family {fam})")
     for i in range(n):
         vol = f[schema.VOLUME][i].astype(np.float64).sum(axis=(1, 2, 3)) * VOLUME_SCALE

@@ -23,7 +23,8 @@ from ..errors import ConfigError
 from ..store.schema import ELEMENTS, KINDS, present_elements
 from . import shapes
 
-__all__ = ["ELEMENTS", "KINDS", "ParticleSpec", "draw_spec", "present_elements"]
+__all__ = ["ELEMENTS", "KINDS", "ParticleSpec", "draw_shape", "draw_spec", "present_elements",
+           "world_hull"]
 
 EXTENT = (0.5, 0.9)  # largest extent (diameter) of a particle, in units of the field of view
 FIELD_RADIUS = 0.475  # the particle stays inside this cylinder around the tilt axis
@@ -194,45 +195,105 @@ def draw_spec(seed: int, index: int, family: str | None = None,
     rot = Rotation.from_quat(quat).as_matrix()
     scale = rng.uniform(*EXTENT) / body.diameter()
 
-    pts, r = body.hull()
-    world = pts @ rot.T  # local -> world offsets, before scaling
-    zx = world[:, [0, 2]]
-    mid = (zx.min(0) + zx.max(0)) / 2
-    radial = np.linalg.norm(zx - mid, axis=1).max() + r
+    mid, radial, y_lo, y_hi = _footprint(body, rot)
     scale = min(scale, FIELD_RADIUS / radial)
     # Random position: inside the cylinder (z, x) and the field along y.
     room = FIELD_RADIUS - scale * radial
     ang, rad = rng.uniform(0, 2 * np.pi), room * np.sqrt(rng.uniform())
-    y_lo, y_hi = world[:, 1].min() - r, world[:, 1].max() + r
     y_room = FIELD_RADIUS - scale * (y_hi - y_lo) / 2
     center = [
         float(-scale * mid[0] + rad * np.cos(ang)),
         float(-scale * (y_lo + y_hi) / 2 + rng.uniform(-y_room, y_room)),
         float(-scale * mid[1] + rad * np.sin(ang)),
     ]
-
-    inner = None
-    if knd != "solid":
-        inner_fam = str(rng.choice([n for n in DRAWN_FAMILIES if shapes.family(n).compact]))
-        inner_params = shapes.family(inner_fam).draw(rng)
-        inner_body = shapes.family(inner_fam).build(inner_params)
-        frac = rng.uniform(*(CORE_FRACTION if knd == "core_shell" else VOID_FRACTION))
-        outer_d = scale * body.diameter()
-        # The wall (with the blur's reach) takes at most 3/4 of the depth of the shell's centre
-        # below its surface, so that thin shells (a prolate bipyramid, a slim rod) keep a core
-        # or void too.
-        depth = -scale * float(body.sdf(np.zeros((1, 3)))[0])
-        wall = min(WALL * outer_d, depth / 2)
-        blur = float(rng.uniform(*BLUR)) if knd == "core_shell" else 0.0
-        blur = min(blur, (0.75 * depth - wall) / 3)
-        inner = {
-            "family": inner_fam,
-            "params": inner_params,
-            "scale": float(frac * outer_d / inner_body.diameter()),
-            "wall": float(wall + 3 * blur),
-            "blur": blur,
-        }
+    inner = _draw_inner(rng, knd, body, scale) if knd != "solid" else None
     return ParticleSpec(
         index=int(index), seed=int(seed), family=fam, kind=knd, params=params,
         rotation=[float(v) for v in quat], scale=float(scale), center=center, inner=inner,
     )
+
+
+def _footprint(body: shapes.Body, rot: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+    """Where a rotated body (before scaling) reaches: the middle ``(z, x)`` of its extent, its
+    radius about that middle in the (z, x) plane, and its lowest and highest y."""
+    pts, r = body.hull()
+    world = pts @ rot.T  # local -> world offsets, before scaling
+    zx = world[:, [0, 2]]
+    mid = (zx.min(0) + zx.max(0)) / 2
+    radial = np.linalg.norm(zx - mid, axis=1).max() + r
+    return mid, float(radial), float(world[:, 1].min() - r), float(world[:, 1].max() + r)
+
+
+def _draw_inner(rng: np.random.Generator, knd: str, body: shapes.Body, scale: float) -> dict:
+    """The core (``core_shell``) or void (``hollow``) of a particle drawn with ``scale``."""
+    inner_fam = str(rng.choice([n for n in DRAWN_FAMILIES if shapes.family(n).compact]))
+    inner_params = shapes.family(inner_fam).draw(rng)
+    inner_body = shapes.family(inner_fam).build(inner_params)
+    frac = rng.uniform(*(CORE_FRACTION if knd == "core_shell" else VOID_FRACTION))
+    outer_d = scale * body.diameter()
+    # The wall (with the blur's reach) takes at most 3/4 of the depth of the shell's centre
+    # below its surface, so that thin shells (a prolate bipyramid, a slim rod) keep a core
+    # or void too.
+    depth = -scale * float(body.sdf(np.zeros((1, 3)))[0])
+    wall = min(WALL * outer_d, depth / 2)
+    blur = float(rng.uniform(*BLUR)) if knd == "core_shell" else 0.0
+    blur = min(blur, (0.75 * depth - wall) / 3)
+    return {
+        "family": inner_fam,
+        "params": inner_params,
+        "scale": float(frac * outer_d / inner_body.diameter()),
+        "wall": float(wall + 3 * blur),
+        "blur": blur,
+    }
+
+
+def draw_shape(rng: np.random.Generator, family: str, kind: str, extent: float,
+               index: int = 0, seed: int = 0) -> ParticleSpec:
+    """A particle of a given family, kind and size, centred on the field's centre.
+
+    The building block of a multi-particle scene (:mod:`nanoedx_dataset.simulate.scenes`):
+    the family's parameters, a uniformly random rotation and (for ``core_shell`` and
+    ``hollow``) the inner shape are drawn from ``rng`` as :func:`draw_spec` draws them; the
+    size and the position are the caller's.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    family, kind : str
+        A family of :data:`DRAWN_FAMILIES` (or any registered one) and one of :data:`KINDS`
+        (``core_shell`` and ``hollow`` need a compact family).
+    extent : float
+        Largest extent (diameter) of the particle, field units; reduced if the particle would
+        not fit inside the cylinder of radius :data:`FIELD_RADIUS`.
+    index, seed : int
+        Recorded in the spec.
+
+    Returns
+    -------
+    ParticleSpec
+        Its ``(z, x)`` footprint and its y extent centred on 0.
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    if kind != "solid" and not shapes.family(family).compact:
+        raise ConfigError(f"kind {kind!r} needs a compact family, not {family!r}")
+    params = shapes.family(family).draw(rng)
+    body = shapes.family(family).build(params)
+    quat = rng.normal(size=4)
+    quat /= np.linalg.norm(quat)
+    mid, radial, y_lo, y_hi = _footprint(body, Rotation.from_quat(quat).as_matrix())
+    scale = min(float(extent) / body.diameter(), FIELD_RADIUS / radial,
+                2 * FIELD_RADIUS / (y_hi - y_lo))
+    center = [float(-scale * mid[0]), float(-scale * (y_lo + y_hi) / 2),
+              float(-scale * mid[1])]
+    inner = _draw_inner(rng, kind, body, scale) if kind != "solid" else None
+    return ParticleSpec(index=int(index), seed=int(seed), family=family, kind=kind,
+                        params=params, rotation=[float(v) for v in quat], scale=float(scale),
+                        center=center, inner=inner)
+
+
+def world_hull(spec: ParticleSpec) -> tuple[np.ndarray, float]:
+    """Points (K, 3) in world (z, y, x) and a radius whose sphere-swept hull is the particle."""
+    pts, r = shapes.family(spec.family).build(spec.params).hull()
+    rot = Rotation.from_quat(spec.rotation).as_matrix()
+    return spec.scale * pts @ rot.T + np.asarray(spec.center), spec.scale * r

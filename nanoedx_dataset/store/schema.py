@@ -27,11 +27,15 @@ KINDS = ("solid", "core_shell", "hollow")
 # particle, the wall of a hollow one. Element 1 ("B") is the core of a core-shell particle.
 ELEMENTS = ("A", "B")
 MESH_FAMILY = "mesh"  # a sample voxelized from a user's mesh file (params: file and placement)
+# The family and the kind of a field of several particles, supports and phases (params: its
+# SceneSpec JSON, nanoedx_dataset.simulate.scenes); it may hold both elements.
+SCENE = "scene"
 
 
 def present_elements(kind: str) -> tuple[int, ...]:
-    """Indices of the elements a particle of ``kind`` holds (the others are empty)."""
-    return (0, 1) if kind == "core_shell" else (0,)
+    """Indices of the elements a particle of ``kind`` (or a scene) may hold (the others are
+    empty)."""
+    return (0, 1) if kind in ("core_shell", SCENE) else (0,)
 
 
 def noise_tag(counts: float, background: float) -> str:

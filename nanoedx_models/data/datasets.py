@@ -5,6 +5,9 @@ Both read one map or series at a time from the HDF5 files (opened lazily in each
 stored level (``noise="c1000_b100"``, the paper's fixed pairs) or is drawn afresh from the clean
 projection (``counts=C`` or a range ``counts=(lo, hi)``, log-uniform), seeded by
 ``(seed, epoch, item)`` so that every epoch sees new noise and any run can be repeated exactly.
+On-the-fly noise follows the noise model of the file's config (a mass-thickness background and
+a probe blur, :class:`~nanoedx_dataset.simulate.noise.NoiseModel`), and the target of every map
+is that model's signal (blurred by the probe where the config blurs).
 
 Normalization (invertible): a raw count map ``x`` is divided by its mean count per pixel,
 ``k = mean(x)``; the target is the expected signal divided by the same ``k``. A network's output
@@ -19,7 +22,7 @@ from torch.utils.data import Dataset
 
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.release.load import resolve
-from nanoedx_dataset.simulate.noise import add_noise, check_dose, expected_signal
+from nanoedx_dataset.simulate.noise import NoiseModel, check_dose
 from nanoedx_dataset.store import schema
 from nanoedx_dataset.store.reader import Database, check_split
 from nanoedx_dataset.store.schema import present_elements
@@ -46,6 +49,8 @@ class _Base(Dataset):
             raise ConfigError("give either a stored noise level (noise=) or counts= to draw "
                               "noise on the fly, not both")
         self.files = [Database(p) for p in resolve(source, version, cache_dir)]
+        self.models = [NoiseModel.from_config(db.attrs.get(schema.ATTR_CONFIG, "{}"))
+                       for db in self.files]
         self.seed, self.epoch = int(seed), 0
         self.noise, self.counts = noise, counts
         if counts is None:
@@ -99,7 +104,7 @@ class _Base(Dataset):
 
     def _maps(self, fi: int, sample: int, element: int, angles, item: int):
         """Raw counts, expected signal (float32) and the dose of some maps of one sample."""
-        db = self.files[fi]
+        db, model = self.files[fi], self.models[fi]
         proj = db.projection(sample, element, angles)
         if self.counts is None:
             level = db.levels[self.noise]
@@ -108,8 +113,10 @@ class _Base(Dataset):
         else:
             rng = self._rng(item)
             c, b = self._dose(rng)
-            raw = add_noise(proj, c, b, rng)
-        return raw.astype(np.float32), expected_signal(proj, c), c, b
+            mass = (db.projection(sample, slice(None), angles).sum(axis=0)
+                    if model.mass_background > 0 else None)
+            raw = model.sample(proj, c, b, rng, mass=mass)
+        return raw.astype(np.float32), model.signal(proj, c), c, b
 
     def _samples(self):
         for fi, db in enumerate(self.files):
