@@ -124,9 +124,10 @@ def generate_file(out: Path, cfg: GenerationConfig, *, workers: int = 1, overwri
         build(partial, cfg, 0, cfg.n, root_attrs(cfg, created()), workers=workers,
               resume=resume, progress=progress, desc=f"generate {out.name}", mesh_dir=mesh_dir)
     except NanoEDXError:
-        # the config cannot give this database (e.g. too many counts for a pixel): nothing to
-        # resume, so nothing is left behind
-        partial.unlink(missing_ok=True)
+        # a fresh run whose config cannot give this database (e.g. too many counts for a
+        # pixel): nothing to resume, so nothing is left behind; a resumed run keeps its file
+        if not resume:
+            partial.unlink(missing_ok=True)
         raise
     files.replace(partial, out)
     return out
