@@ -28,12 +28,22 @@ RECIPES = {
                            per_structure=False, epochs=12, maps_per_epoch=640, batch_size=16,
                            about="standard preset, on-the-fly noise, counts log-uniform in "
                                  "1e2..1e4, background 10 % of the counts"),
+    # robust to dose and field: standard + fields presets, 1e-3..1 counts per pixel (16..16384
+    # per 128^2 map), background 2-60 % of the counts, crops of 64-128 px; from unet-multidose
+    "unet-fields": dict(preset="small", counts=(16.0, 16384.0), background_fraction=(0.02, 0.6),
+                        per_structure=False, epochs=8, maps_per_epoch=640, batch_size=16,
+                        crops=(64, 96, 128), init="unet-multidose",
+                        about="standard + fields presets, on-the-fly noise, counts log-uniform "
+                              "in 16..16384 per 128^2 map (1e-3..1 per pixel), background "
+                              "log-uniform 2-60 % of the counts, random crops of 64/96/128 px, "
+                              "fine-tuned from unet-multidose"),
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", required=True, nargs="+", help="database files (several: "
+                    "their maps together)")
     ap.add_argument("--model", choices=RECIPES, required=True)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
@@ -42,7 +52,8 @@ def main() -> None:
     about = recipe.pop("about")
     work = ROOT / "weights" / f"{args.model}.train.pt"  # git-ignored working copy
     t0 = time.time()
-    train(args.data, work, seed=0, resume=args.resume, **recipe)
+    train(args.data if len(args.data) > 1 else args.data[0], work, seed=0, resume=args.resume,
+          **recipe)
     seconds = time.time() - t0
     model, meta = load_model(work)
     meta.update({"recipe": about, "train_seconds": round(seconds), "name": args.model})

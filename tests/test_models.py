@@ -233,3 +233,23 @@ def test_large_pretrained_weights_come_through_pooch(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "big.pt").exists()
     with pytest.raises(Exception, match="not available.*GPU"):
         load_pretrained("unet-paper")
+
+
+def test_fine_tuning_on_crops_of_several_sources_over_a_dose_range(tmp_path, tiny_db):
+    ds = EDXMaps([tiny_db, tiny_db], "train", counts=(16.0, 1600.0),
+                 background_fraction=(0.02, 0.6), seed=1)
+    assert len(ds) == 2 * len(EDXMaps(tiny_db, "train"))
+    fractions = {round(ds.raw(i)[3] / ds.raw(i)[2], 6) for i in range(6)}
+    assert len(fractions) > 1 and all(0.02 <= f <= 0.6 for f in fractions)
+    base = train(tiny_db, tmp_path / "base.pt", preset="tiny", epochs=1, batch_size=4,
+                 counts=800.0, background=80.0, progress=False)
+    tuned = train([tiny_db, tiny_db], tmp_path / "tuned.pt", preset="tiny", epochs=1,
+                  batch_size=4, counts=(16.0, 1600.0), background_fraction=(0.02, 0.6),
+                  crops=(16, 24), init=str(base), progress=False)
+    meta = load_model(tuned)[1]
+    assert meta["crops"] == [16, 24] and meta["init"] == str(base)
+    with pytest.raises(ConfigError, match="init model"):
+        train(tiny_db, tmp_path / "bad.pt", preset="small", epochs=1, init=str(base),
+              counts=800.0, progress=False)
+    with pytest.raises(ConfigError, match="background_fraction range"):
+        EDXMaps(tiny_db, "train", counts=100.0, background_fraction=(0.5, 0.1))

@@ -48,7 +48,8 @@ class _Base(Dataset):
         if noise is not None and counts is not None:
             raise ConfigError("give either a stored noise level (noise=) or counts= to draw "
                               "noise on the fly, not both")
-        self.files = [Database(p) for p in resolve(source, version, cache_dir)]
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        self.files = [Database(p) for src in sources for p in resolve(src, version, cache_dir)]
         self.models = [NoiseModel.from_config(db.attrs.get(schema.ATTR_CONFIG, "{}"))
                        for db in self.files]
         self.seed, self.epoch = int(seed), 0
@@ -68,6 +69,11 @@ class _Base(Dataset):
             self.counts_range = (float(lo), float(hi))
             if background is not None and background_fraction is not None:
                 raise ConfigError("give background= or background_fraction=, not both")
+            if background_fraction is not None and not np.isscalar(background_fraction):
+                flo, fhi = background_fraction
+                if not 0 < flo <= fhi:
+                    raise ConfigError("background_fraction range must be (low, high) with "
+                                      f"0 < low <= high, got {background_fraction}")
             self.background, self.background_fraction = background, background_fraction
         self.split = split
 
@@ -99,7 +105,10 @@ class _Base(Dataset):
         lo, hi = self.counts_range
         c = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
         if self.background_fraction is not None:
-            return c, c * self.background_fraction
+            f = self.background_fraction
+            if not np.isscalar(f):  # a range: log-uniform
+                f = float(np.exp(rng.uniform(np.log(f[0]), np.log(f[1]))))
+            return c, c * f
         return c, float(self.background if self.background is not None else 0.1 * c)
 
     def _maps(self, fi: int, sample: int, element: int, angles, item: int):
@@ -130,8 +139,8 @@ class EDXMaps(_Base):
 
     Parameters
     ----------
-    source : str or path-like
-        A release name, a database file or a folder of shards.
+    source : str or path-like, or a list of them
+        A release name, a database file or a folder of shards (a list: their maps together).
     split : {"train", "val", "test"} or None
         Samples of one split (None: all).
     noise : str, optional
@@ -140,7 +149,8 @@ class EDXMaps(_Base):
         Draw noise on the fly with this many signal counts per map, or log-uniformly in a range.
     background, background_fraction : float, optional
         Background counts per map for on-the-fly noise, absolute or as a fraction of the
-        counts (default: 10 % of the counts).
+        counts (default: 10 % of the counts); ``background_fraction=(lo, hi)`` draws the
+        fraction log-uniformly per map.
     per_structure : bool
         One map per structure (a random present element and angle, fixed by ``seed``), as in
         the paper; otherwise every angle of every present element.

@@ -51,7 +51,7 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
           counts=None, background: float | None = None,
           background_fraction: float | None = None, per_structure: bool = True,
           maps_per_epoch: int | None = None, workers: int = 0, resume: bool = False,
-          progress: bool = True) -> Path:
+          progress: bool = True, crops=None, init: str | None = None) -> Path:
     """Train a U-net on the ``train`` split and keep the best ``val`` epoch.
 
     Parameters
@@ -75,6 +75,13 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
         DataLoader worker processes.
     resume : bool
         Continue from ``<out>.ckpt``.
+    crops : sequence of int, optional
+        Train each batch on a random square crop of one of these sizes (drawn per batch), each
+        crop renormalized by its own mean count: the network sees several map sizes at the
+        same counts per pixel. Default: whole maps.
+    init : str, optional
+        Start from these weights (a pretrained name or a model file of the same preset)
+        instead of a random initialization: fine-tuning.
 
     Notes
     -----
@@ -107,7 +114,7 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
             "background_fraction": background_fraction, "preset": preset, "epochs": epochs,
             "batch_size": batch_size, "lr": lr, "seed": seed, "per_structure": per_structure,
             "train_maps": len(train_ds), "val_maps": len(val_ds), "nanoedx": __version__,
-            "processes": world.size}
+            "processes": world.size, "crops": list(crops) if crops else None, "init": init}
     dev = distributed.setup(world, dev)
     try:
         return _fit(train_ds, val_ds, out, meta, world, dev, local_batch, maps_per_epoch,
@@ -123,6 +130,14 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
     epochs, batch_size, seed = meta["epochs"], meta["batch_size"], meta["seed"]
     torch.manual_seed(seed)
     model = UNet.from_preset(meta["preset"]).to(dev)
+    if meta.get("init") and not resume:
+        from ..denoisers.pretrained import load_pretrained
+
+        base = load_pretrained(meta["init"])[0]
+        if base.config != model.config:
+            raise ConfigError(f"init model {meta['init']!r} is a {base.config} U-net, not the "
+                              f"{meta['preset']!r} preset's {model.config}")
+        model.load_state_dict(base.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=meta["lr"])
     history, best, start = [], float("inf"), 0
     ckpt = _checkpoint_path(out)
@@ -139,6 +154,7 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
     for epoch in range(start, epochs):
         train_ds.set_epoch(epoch)
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        crop_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 50_021)
         sampler = RandomSampler(train_ds, num_samples=maps_per_epoch or len(train_ds),
                                 generator=gen)
         if world.parallel:  # this process's share of the same global batches
@@ -150,6 +166,8 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
                    disable=not (progress and world.main), leave=False)
         running = []
         for x, y in bar:
+            if meta.get("crops"):
+                x, y = _crop(x, y, meta["crops"], crop_gen)
             opt.zero_grad()
             loss = loss_fn(net(x.to(dev)), y.to(dev))
             loss.backward()
@@ -176,6 +194,19 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
         model_best, meta_best = load_model(out)
         save_model(out, model_best, {**meta_best, "history": history})
     return out
+
+
+def _crop(x: torch.Tensor, y: torch.Tensor, sizes, gen: torch.Generator):
+    """A random square crop (one size and offset for the batch) of normalized map pairs,
+    renormalized by each crop's mean input count."""
+    size = int(sizes[int(torch.randint(len(sizes), (1,), generator=gen))])
+    h, w = x.shape[-2:]
+    size = min(size, h, w)
+    r = int(torch.randint(h - size + 1, (1,), generator=gen))
+    c = int(torch.randint(w - size + 1, (1,), generator=gen))
+    x, y = x[..., r:r + size, c:c + size], y[..., r:r + size, c:c + size]
+    m = x.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+    return x / m, y / m
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
