@@ -103,6 +103,18 @@ def first_sample(f: h5py.File) -> int:
     return int(np.ravel(f.attrs.get(schema.FIRST_SAMPLE, 0))[0])
 
 
+def read_sample(f: h5py.File, counts_ds: h5py.Dataset, index: int) -> tuple:
+    """One sample as :func:`~nanoedx_dataset.store.writer.write_sample` takes it.
+
+    Returns ``(catalogue, volume, projection, noisy)``: the catalogue row (family, kind,
+    params as strings) and the stored arrays, (element, z, y, x) uint8 and
+    (element, angle, row, col) float32 and uint16. HDF5's errors pass through.
+    """
+    catalogue = {c: f[c].asstr()[index] for c in schema.CATALOGUE if c != schema.SPLIT}
+    return (catalogue, f[schema.VOLUME][index], f[schema.PROJECTION][index],
+            counts_ds[index])
+
+
 def config(f: h5py.File) -> dict:
     """The generation config stored in an open file."""
     return json.loads(f.attrs[schema.ATTR_CONFIG])

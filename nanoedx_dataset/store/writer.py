@@ -1,9 +1,17 @@
 """Write the database format of :mod:`nanoedx_dataset.store.schema`: empty files, noise-level
 groups and samples. Callers write to a ``.partial`` file (:mod:`nanoedx_dataset.store.files`)
-and move it into place when it is complete."""
+and move it into place when it is complete.
+
+HDF5 writes a file's data and its metadata in no set order, so the ``written`` flag of a sample
+says nothing after a kill. :func:`sample_digest` hashes exactly what :func:`write_sample`
+writes; a resumable run records that digest once the sample is durable (:func:`sync`) and keeps
+a sample only if it reads back to it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import h5netcdf
@@ -84,6 +92,25 @@ def write_sample(f: h5py.File, counts_ds: h5py.Dataset, index: int, catalogue: d
         f[name][index] = value
     f[schema.WRITTEN][index] = 1
     f.flush()
+
+
+def sample_digest(catalogue: dict, volume: np.ndarray, projection: np.ndarray,
+                  noisy: np.ndarray) -> str:
+    """SHA-256 of one sample as :func:`write_sample` writes it (catalogue strings and arrays)."""
+    h = hashlib.sha256()
+    for name in sorted(catalogue):
+        h.update(f"{name}={catalogue[name]}\0".encode())
+    for arr in (volume, projection, noisy):
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{arr.dtype.str}{arr.shape}\0".encode())
+        h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def sync(f: h5py.File) -> None:
+    """Flush an open file and make what it holds durable (fsync)."""
+    f.flush()
+    os.fsync(f.id.get_vfd_handle())
 
 
 def mark_complete(f: h5py.File) -> None:
