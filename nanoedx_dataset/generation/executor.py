@@ -6,11 +6,20 @@ scheduler address). :meth:`Executor.map` yields results in task order and raises
 error; :meth:`Executor.as_completed` yields ``(args, result)`` as tasks finish, with a failed
 task's exception as its result, so the others still finish. Worker processes run with
 ``threads`` BLAS threads (small matrix products gain nothing from more, and their spinning
-takes the cores the other workers need), then the ``initializer``.
+takes the cores the other workers need), then the ``initializer``. A worker process dies with
+its parent, however the parent ends (a ``kill -9`` included), so no orphan keeps computing or
+holds the parent's files (:func:`die_with_parent`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
+import signal
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, contextmanager
 
@@ -60,7 +69,43 @@ def cluster(client):
         connected.close()
 
 
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+
+
+def _pdeathsig() -> bool:
+    """Ask Linux to SIGKILL this process when its parent ends; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent) -> None:
+    parent.join()  # returns when the parent process has ended
+    os._exit(1)
+
+
+def die_with_parent() -> None:
+    """Make this (worker) process end when the process that started it ends.
+
+    On Linux the kernel kills it (``PR_SET_PDEATHSIG``); elsewhere a daemon thread waits on
+    the parent's sentinel and exits the process.
+    """
+    parent = multiprocessing.parent_process()
+    if _pdeathsig():
+        if os.getppid() == 1:  # the parent ended before the request was made
+            os._exit(1)
+        return
+    if parent is not None:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                         name="nanoedx-parent-watch").start()
+
+
 def _worker_init(threads, initializer, initargs) -> None:
+    die_with_parent()
     if threads is not None:
         threadpool_limits(threads)
     if initializer is not None:
