@@ -21,7 +21,7 @@ from ..simulate.project import project
 from ..simulate.scenes import draw_scene, voxelize_scene
 from ..simulate.specs import draw_spec
 from ..simulate.voxelizers import voxelize
-from ..store import schema, writer
+from ..store import reader, schema, writer
 from ..store.schema import ELEMENTS, noise_tag
 from .config import GenerationConfig
 
@@ -102,8 +102,24 @@ def sample_from_occupancy(cfg: GenerationConfig, index: int, occ: np.ndarray, pa
                   {"project": t2 - t1, "noise": t3 - t2})
 
 
+def catalogue(s: Sample) -> dict:
+    """A sample's catalogue row, as the writer takes it (the split is the file's)."""
+    return {schema.FAMILY: s.family, schema.KIND: s.kind, schema.PARAMS: s.spec_json}
+
+
 def write(f: h5py.File, counts_ds: h5py.Dataset, s: Sample, first: int = 0) -> None:
     """Write one sample into an open file whose first sample is the global index ``first``."""
-    writer.write_sample(f, counts_ds, s.index - first,
-                        {schema.FAMILY: s.family, schema.KIND: s.kind, schema.PARAMS: s.spec_json},
-                        s.volume, s.projection, s.noisy)
+    writer.write_sample(f, counts_ds, s.index - first, catalogue(s), s.volume, s.projection,
+                        s.noisy)
+
+
+def digest(s: Sample) -> str:
+    """SHA-256 of a sample as :func:`write` writes it (see :func:`.writer.sample_digest`)."""
+    return writer.sample_digest(catalogue(s), s.volume, s.projection, s.noisy)
+
+
+def stored(f: h5py.File, counts_ds: h5py.Dataset, index: int, first: int = 0) -> Sample:
+    """Sample ``index`` (global) as stored in an open file (HDF5's errors pass through)."""
+    cat, volume, projection, noisy = reader.read_sample(f, counts_ds, index - first)
+    return Sample(index, cat[schema.PARAMS], cat[schema.FAMILY], cat[schema.KIND], volume,
+                  projection, noisy, {})

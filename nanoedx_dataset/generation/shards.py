@@ -16,6 +16,11 @@ each finished shard, so a killed worker leaves nothing that looks finished. Reru
 call keeps every shard whose file exists and checks out, and redoes only the others. Tasks run
 in this process (``workers=1``), in a local process pool (``workers > 1``) or on a
 ``dask.distributed`` cluster (``client``): one :class:`~.executor.Executor`.
+
+With ``overwrite`` the new run is built in a folder beside the old one, ``<folder>.partial``
+(rerunning the same command continues it), and the two are swapped only when it is complete,
+so a kill never loses the old database; files of the user's in the old folder are copied
+over. One run writes a folder at a time (its lock is ``<folder>.lock``).
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, DatasetNotFoundError, GenerationError, OutputExistsError
+from ..errors import (ConfigError, DatasetNotFoundError, GenerationError, OutputExistsError,
+                      SchemaError)
 from ..simulate.noise import check_dose, noise_tag
 from ..store import files, reader, schema
-from ..store.index import INDEX, INDEX_FORMAT, SHARD_NAME, Shard, check_complete, plan, read_index, record, \
-    write_index
+from ..store.index import (INDEX, INDEX_FORMAT, SHARD_NAME, Shard, check_complete, plan,
+                           read_index, record, write_index)
+from ..store.lock import output_lock
 from .config import GenerationConfig
 from .executor import Executor, cluster
-from .single import build, created, renoise_file, root_attrs
+from .single import build, created, finish, plan_level, renoise_copy, root_attrs
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +105,28 @@ def write_shard(directory: str, cfg: GenerationConfig, shard: Shard, when: str) 
     partial = files.partial_path(final)
     with threadpool_limits(1):
         build(partial, cfg, shard.start, shard.stop,
-              root_attrs(cfg, when, first_sample=shard.start), progress=False)
-    files.replace(partial, final)
+              root_attrs(cfg, when, first_sample=shard.start), progress=False, journal=False)
+    finish(partial, final)
     return record(final, shard)
 
 
-def _clear(directory: Path) -> None:
-    for path in [*directory.glob("shard-*.h5"), *directory.glob("shard-*.h5.partial"),
-                 directory / INDEX]:
-        path.unlink(missing_ok=True)
+def _ours(name: str) -> bool:
+    """Whether a folder entry is a file of a sharded run (a shard, its temporary, the index)."""
+    return (SHARD_NAME.fullmatch(name) is not None or name.startswith(INDEX)
+            or (name.startswith("shard-") and files.PARTIAL_SUFFIX in name))
+
+
+def _carry(old: Path, new: Path) -> None:
+    """Copy the user's own files (anything not of the run) from ``old`` into ``new``."""
+    for entry in sorted(old.iterdir()):
+        if _ours(entry.name):
+            continue
+        target = new / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(entry, target, symlinks=True)
+        else:
+            shutil.copy2(entry, target, follow_symlinks=False)
 
 
 def generate_sharded(directory, cfg: GenerationConfig, shard_size: int | None, *, client=None,
@@ -123,31 +143,63 @@ def generate_sharded(directory, cfg: GenerationConfig, shard_size: int | None, *
                           "create it first")
     if directory.exists() and not directory.is_dir():
         raise OutputExistsError(f"{directory} is a file; with --shard-size, --out names a folder")
-    with cluster(client) as client:  # connect before writing anything
+    with output_lock(directory), cluster(client) as client:  # connect before writing anything
+        if files.restore_folder(directory):
+            log.warning("%s: put back the previous run, whose replacement was cut short",
+                        directory)
         return _generate(directory, cfg, shard_size, client, workers, overwrite, progress)
+
+
+def _same_run(index: dict | None, cfg: GenerationConfig, shard_size: int) -> bool:
+    return (index is not None and index["shard_size"] == shard_size
+            and GenerationConfig.from_json(json.dumps(index["config"])) == cfg)
 
 
 def _generate(directory: Path, cfg: GenerationConfig, shard_size: int, client, workers: int,
               overwrite: bool, progress: bool) -> Path:
-    index = read_index(directory) if directory.is_dir() else None
+    index = read_index(directory) if directory.is_dir() and not overwrite else None
     foreign = sorted(p.name for p in directory.glob("*.h5") if not SHARD_NAME.fullmatch(p.name))
     if foreign and (index is not None or overwrite):
         raise OutputExistsError(f"{directory} holds .h5 files that are not shards "
                                 f"({', '.join(foreign[:3])}); load_dataset would join them: "
                                 "choose a new folder")
-    if overwrite and directory.is_dir():
-        _clear(directory)
-        index = None
-    elif index is None and directory.is_dir() and any(directory.glob("*.h5*")):
+    if overwrite and directory.is_dir() and any(directory.iterdir()):
+        return _replace(directory, cfg, shard_size, client, workers, progress)
+    if index is None and directory.is_dir() and any(directory.glob("*.h5*")):
         raise OutputExistsError(f"{directory} holds .h5 files but no {INDEX}: it is not a "
                                 "sharded nanoedx run; choose a new folder or pass --overwrite")
-    elif index is not None and (GenerationConfig.from_json(json.dumps(index["config"])) != cfg
-                                or index["shard_size"] != shard_size):
+    if index is not None and not _same_run(index, cfg, shard_size):
         raise OutputExistsError(
             f"{directory} holds a sharded run of another config or shard size "
             f"({json.dumps(index['config'])}, shard size {index['shard_size']}); rerun with the "
             "same options to finish it, or pass --overwrite to start over")
+    _build(directory, cfg, shard_size, index, client, workers, progress)
+    return directory
 
+
+def _replace(directory: Path, cfg: GenerationConfig, shard_size: int, client, workers: int,
+             progress: bool) -> Path:
+    """Build the run in ``<directory>.partial`` and swap it in once complete."""
+    new = files.partial_path(directory)
+    try:
+        index = read_index(new) if new.is_dir() else None
+    except SchemaError:
+        index = None
+    if not _same_run(index, cfg, shard_size):  # not an earlier try of this command: start over
+        shutil.rmtree(new, ignore_errors=True)
+        index = None
+    new.mkdir(exist_ok=True)
+    _build(new, cfg, shard_size, index, client, workers, progress)
+    _carry(directory, new)
+    old = files.swap_folders(new, directory)
+    (old / INDEX).unlink(missing_ok=True)  # what is left there is no run to continue
+    shutil.rmtree(old)
+    return directory
+
+
+def _build(directory: Path, cfg: GenerationConfig, shard_size: int, index: dict | None,
+           client, workers: int, progress: bool) -> None:
+    """Generate every shard of the run in ``directory`` that is not finished already."""
     planned = plan(cfg.n, shard_size)
     when = index["created"] if index else created()
     old = {s["file"]: s for s in index["shards"]} if index else {}
@@ -170,7 +222,6 @@ def _generate(directory: Path, cfg: GenerationConfig, shard_size: int, client, w
                desc=f"generate {directory.name}", disable=not progress)
     _run(write_shard, [(str(directory), cfg, s, when) for s in todo], lambda a: a[2], index,
          directory, client, workers, bar, "generation")
-    return directory
 
 
 def renoise_shard(directory: str, shard: Shard, counts: float, background: float,
@@ -178,13 +229,7 @@ def renoise_shard(directory: str, shard: Shard, counts: float, background: float
     """Add a noise level to a copy of one shard, then move the copy over it (a worker's task)."""
     final = Path(directory) / shard.file
     partial = files.partial_path(final)
-    shutil.copyfile(final, partial)
-    try:
-        renoise_file(partial, counts, background, seed=seed, overwrite=overwrite,
-                         progress=False)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    renoise_copy(final, partial, plan_level(final, counts, background, seed, overwrite))
     files.replace(partial, final)
     return record(final, shard)
 
@@ -197,7 +242,7 @@ def renoise_sharded(directory, counts: float, background: float, *, seed: int | 
     Shards that have the level already are skipped (unless ``overwrite``), so an interrupted
     call is finished by running it again.
     """
-    with cluster(client) as client:  # connect before writing anything
+    with output_lock(directory), cluster(client) as client:  # connect before writing anything
         return _renoise(Path(directory), counts, background, seed, overwrite, client, workers,
                         progress)
 
