@@ -5,12 +5,15 @@ and a checkpoint (model, optimizer, history) is written after every epoch, so ``
 continues an interrupted run to exactly the weights an uninterrupted run reaches. The model
 file keeps the weights of the best validation epoch. Started by ``torchrun``, the processes
 train one model data-parallel (DDP) on shares of the same global batches
-(:mod:`nanoedx_models.distributed`).
+(:mod:`nanoedx_models.distributed`). The model file and the checkpoint are each written to a
+temporary file, made durable and renamed, so a kill leaves the previous one or the new one;
+one run trains into an output at a time (its lock is ``<out>.lock``).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from tqdm.auto import tqdm
 from nanoedx_dataset import __version__
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.store.files import atomic_output
+from nanoedx_dataset.store.lock import output_lock
 
 from ..data.datasets import EDXMaps
 from ..denoisers.modelfile import load_model, save_model
@@ -115,12 +119,13 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
             "batch_size": batch_size, "lr": lr, "seed": seed, "per_structure": per_structure,
             "train_maps": len(train_ds), "val_maps": len(val_ds), "nanoedx": __version__,
             "processes": world.size, "crops": list(crops) if crops else None, "init": init}
-    dev = distributed.setup(world, dev)
-    try:
-        return _fit(train_ds, val_ds, out, meta, world, dev, local_batch, maps_per_epoch,
-                    workers, resume, progress)
-    finally:
-        distributed.teardown(world)
+    with output_lock(out) if world.main else nullcontext():  # rank 0 writes the files
+        dev = distributed.setup(world, dev)
+        try:
+            return _fit(train_ds, val_ds, out, meta, world, dev, local_batch, maps_per_epoch,
+                        workers, resume, progress)
+        finally:
+            distributed.teardown(world)
 
 
 def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
