@@ -1,3 +1,6 @@
+import json
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -92,6 +95,113 @@ def test_interrupted_run_leaves_no_complete_file_and_resume_finishes_it(tmp_path
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     verify(out)
+
+
+def _interrupted(tmp_path, monkeypatch, at: int):
+    """A run of TINY cut (KeyboardInterrupt) when it computes sample ``at``."""
+    out = tmp_path / "cut.h5"
+    fail_at_sample(monkeypatch, at, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, None, progress=False, **TINY)
+    monkeypatch.undo()
+    return out, tmp_path / "cut.h5.partial", tmp_path / "cut.h5.partial.journal"
+
+
+def _resume_counting(monkeypatch, out) -> list[int]:
+    real, done = single.make_sample, []
+    monkeypatch.setattr(single, "make_sample", lambda c, i: done.append(i) or real(c, i))
+    generate(out, None, progress=False, resume=True, **TINY)
+    monkeypatch.undo()
+    return done
+
+
+def test_resume_redoes_the_samples_that_do_not_read_back(tmp_path, monkeypatch, tiny_db):
+    out, partial, journal = _interrupted(tmp_path, monkeypatch, 6)
+    assert len(journal.read_text().splitlines()) == 1 + 6  # header and samples 0-5
+    with h5py.File(partial, "r+") as f:  # what a kill can leave: flagged, but not the data
+        f["volume"][2] = 0
+        f["written"][7] = 1
+    with open(journal, "a") as f:
+        f.write('{"sample": 8, "sha')  # a line cut short
+    report = single.check_interrupted(partial, single.resolve_config(None, **TINY))
+    assert report["readable"] and report["recorded"] == 6 and report["flagged"] == 7
+    assert report["intact"] == [0, 1, 3, 4, 5]
+    assert _resume_counting(monkeypatch, out) == [2, 6, 7, 8, 9, 10, 11]
+    a, b = _arrays(tiny_db), _arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    verify(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.h5"]
+
+
+def test_resume_starts_over_a_file_hdf5_cannot_open(tmp_path, monkeypatch, tiny_db, caplog):
+    out, partial, journal = _interrupted(tmp_path, monkeypatch, 4)
+    partial.write_bytes(partial.read_bytes()[:96])  # cut inside HDF5's first writes
+    with caplog.at_level("WARNING"):
+        assert _resume_counting(monkeypatch, out) == list(range(12))
+    assert "cannot be continued: HDF5 cannot open it" in caplog.text
+    for k, v in _arrays(tiny_db).items():
+        np.testing.assert_array_equal(v, _arrays(out)[k])
+
+
+def test_resume_checks_nothing_without_a_journal(tmp_path, monkeypatch):
+    out, partial, journal = _interrupted(tmp_path, monkeypatch, 4)
+    journal.unlink()  # e.g. a file left by an older nanoedx: its flags cannot be checked
+    assert _resume_counting(monkeypatch, out) == list(range(12))
+    verify(out)
+
+
+def test_a_second_run_on_one_output_is_refused(tmp_path):
+    from nanoedx_dataset.store.lock import lock_path, output_lock
+
+    out = tmp_path / "x.h5"
+    with output_lock(out):
+        owner = json.loads(lock_path(out).read_text())
+        assert owner["pid"] == os.getpid() and owner["host"]
+        with pytest.raises(OutputExistsError, match=rf"another run: pid {os.getpid()} on "):
+            generate(out, None, n=1, size=16, progress=False)
+    assert not lock_path(out).exists() and not out.exists()
+    with pytest.raises(ConfigError, match="does not exist; create it first"):
+        generate(tmp_path / "missing" / "x.h5", None, n=1, size=16, progress=False)
+
+
+def test_without_os_locks_the_recorded_owner_decides(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+
+    from nanoedx_dataset.store import lock
+
+    monkeypatch.setattr(lock, "_flock", lambda fd: None)  # e.g. a file system without flock
+    out = tmp_path / "x.h5"
+    host = socket.gethostname()
+    lock.lock_path(out).write_text(json.dumps({"pid": os.getppid(), "host": host}))
+    with pytest.raises(OutputExistsError, match=f"another run: pid {os.getppid()} on {host}"):
+        with lock.output_lock(out):
+            pass
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock.lock_path(out).write_text(json.dumps({"pid": dead.pid, "host": host}))
+    with lock.output_lock(out):  # its owner has exited: taken over
+        assert json.loads(lock.lock_path(out).read_text())["pid"] == os.getpid()
+    assert not lock.lock_path(out).exists()
+
+
+def test_killed_renoise_work_never_touches_the_file(tmp_path, monkeypatch, tiny_db):
+    path = tmp_path / "r.h5"
+    path.write_bytes(tiny_db.read_bytes())
+    real, calls = single.add_noise, []
+
+    def third_fails(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(single, "add_noise", third_fails)
+    with pytest.raises(OSError, match="disk full"):
+        renoise(path, 100, 10, progress=False)
+    assert path.read_bytes() == tiny_db.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
 
 
 def test_renoise_adds_a_level_and_touches_nothing_else(tmp_path, tiny_db):

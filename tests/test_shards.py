@@ -270,3 +270,52 @@ def test_interrupted_renoise_keeps_every_shard_whole_and_rerun_finishes(tmp_path
     renoise(out, 100, 10, progress=False)  # only the shards without the level
     assert (out / "shard-00000.h5").stat().st_mtime_ns == mtime
     assert _digest(out, noise="c100_b10") == reference_digest[1]
+
+
+def test_failed_overwrite_keeps_the_old_database_and_rerun_swaps(tmp_path, monkeypatch):
+    out = generate(tmp_path / "db", None, shard_size=4, progress=False, **SMALL)
+    (out / "notes.txt").write_text("mine")
+    old = {p.name: sha256(p) for p in out.glob("*.h5")}
+    new_kw = dict(SMALL, seed=4)
+    fail_at_sample(monkeypatch, 5, RuntimeError("disk full"))
+    with pytest.raises(GenerationError, match="1 of 4 shards failed"):
+        generate(out, None, shard_size=2, overwrite=True, progress=False, **new_kw)
+    monkeypatch.undo()
+    assert {p.name: sha256(p) for p in out.glob("*.h5")} == old  # the old database, whole
+    verify(out / "shard-00000.h5")
+    building = tmp_path / "db.partial"
+    assert shard_index.missing(building) == ["shard-00002.h5"]
+    kept = _mtimes(building)
+    generate(out, None, shard_size=2, overwrite=True, progress=False, **new_kw)  # same command
+    assert {k: v for k, v in _mtimes(out).items() if k in kept} == kept  # continued, not redone
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
+    fresh = generate(tmp_path / "fresh", None, shard_size=2, progress=False, **new_kw)
+    assert _digest(out) == _digest(fresh)
+
+
+def test_a_folder_swap_cut_between_its_renames_is_undone(tmp_path, monkeypatch):
+    from nanoedx_dataset.store import files
+
+    out = generate(tmp_path / "db", None, shard_size=4, progress=False, **SMALL)
+    old = _mtimes(out)
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)  # as where renameat2 is missing
+    real = files.os.rename
+    calls = []
+
+    def second_dies(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a kill between the two renames
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", second_dies)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, None, shard_size=2, overwrite=True, progress=False, **SMALL)
+    monkeypatch.setattr(files.os, "rename", real)
+    assert not out.exists() and (tmp_path / "db.old").is_dir()
+    generate(out, None, shard_size=4, progress=False, **SMALL)  # puts the old run back first
+    assert _mtimes(out) == old and not (tmp_path / "db.old").exists()
+    generate(out, None, shard_size=2, overwrite=True, progress=False, **SMALL)
+    assert len(shard_index.read_index(out)["shards"]) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
