@@ -1,67 +1,117 @@
 """The ``nanoedx`` program: the dataset subcommands (:mod:`nanoedx_dataset.cli`) and the models'
 (train, denoise, reconstruct, benchmark, evaluate). Each subcommand imports what it runs only
-when it runs, so ``nanoedx --help`` does not import torch."""
+when it runs, so ``nanoedx --help`` does not import torch. The conventions (inputs positional,
+``-o/--out`` for every output, ``--overwrite``, one-line errors with exit status 2) are those of
+:mod:`nanoedx_dataset.cli`."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
-
 from nanoedx_dataset import cli as dataset_cli
+from nanoedx_dataset.cli import (COUNT, NONNEGATIVE, POSITIVE, SEED, WORKERS, add_angle_unit,
+                                 add_out, guard_outputs, numeric, staged_folder, tilt_degrees)
 from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.store.files import atomic_output
 
-from .data.tiltio import Series, check_output, read_series, write_array, write_series
-from .denoisers import DENOISERS
-from .evaluation.leaderboard import DIMS
+# the files a benchmark run writes into its folder (leaderboard.md, leaderboard_2d.png, ...)
+BENCHMARK_FILES = "leaderboard*"
+EVALUATE_METHODS = "noisy,gaussian-val,tv-val,anscombe-bm3d-val,unet"
 
 
 def _counts(text: str):
-    lo, _, hi = text.partition(":")
-    return (float(lo), float(hi)) if hi else float(lo)
+    """``C`` or ``LOW:HIGH``: positive, finite counts per map."""
+    lo, sep, hi = text.partition(":")
+    values = [POSITIVE(v) for v in ((lo, hi) if sep else (lo,))]
+    if sep and values[1] < values[0]:
+        raise argparse.ArgumentTypeError(f"the range {text!r} must be LOW:HIGH with LOW <= HIGH")
+    return tuple(values) if sep else values[0]
 
 
-def _elements(text: str | None) -> list[str] | None:
+def _names(text: str | None) -> list[str] | None:
     return [e.strip() for e in text.split(",") if e.strip()] if text else None
 
 
-def _read(a) -> Series:
-    """The input series of denoise/reconstruct, thinned when --downsample-counts is given."""
+def _model_input(model) -> str | None:
+    """A ``--model`` (or ``unet:PATH``) that names a file: an input of the command."""
+    return model if model and Path(model).suffix == ".pt" else None
+
+
+def _series_inputs(a) -> list:
+    angles = a.angles if getattr(a, "angles", None) and Path(a.angles).is_file() else None
+    return [*a.input, angles, _model_input(getattr(a, "model", None))]
+
+
+def _read(a):
+    """The input series of denoise/reconstruct (angles in degrees), thinned when asked."""
+    from dataclasses import replace
+
+    from .data.tiltio import read_series
     from .experimental import thin
 
-    series = read_series(a.input, _elements(a.element), a.angles)
+    series = read_series(a.input, _names(a.element), a.angles)
+    if series.angles is not None:
+        series = replace(series, angles=tilt_degrees(series.angles, a.angle_unit))
     if a.downsample_counts is not None:
         series = thin(series, a.downsample_counts, seed=a.seed)
-        if a.save_thinned:
-            print(write_series(a.save_thinned, series))
     return series
 
 
-def _denoise_files(a) -> None:
-    from .experimental import denoise_series
+def _check_formats(*outputs) -> None:
+    from .data.tiltio import check_output
 
+    for out in outputs:
+        if out is not None:
+            check_output(out)
+
+
+def _denoise_files(a) -> None:
+    import numpy as np
+
+    from .data.tiltio import write_series
+    from .denoisers.pretrained import load_pretrained
+    from .experimental import denoise_series
+    from .reconstruction.em import check_memory
+
+    guard_outputs([a.out, a.save_thinned], _series_inputs(a), a.overwrite)
+    _check_formats(a.out, a.save_thinned)
     series = _read(a)
-    check_output(a.output)
+    net, _ = load_pretrained(a.model or "default")  # a bad model file: an error before work
+    if a.device != "cuda":
+        batch = min(16, series.data.shape[1])
+        pixels = series.data.shape[-1] * series.data.shape[-2]
+        check_memory(pixels * batch * 30 * net.config.get("base", 16) + series.data.size * 16,
+                     f"denoising {series.data.shape[1]} maps of {series.data.shape[-2]} x "
+                     f"{series.data.shape[-1]} pixels", "crop or bin the maps first")
     out = denoise_series(series, model=a.model, device=a.device)
-    print(write_series(a.output, out))
+    if not np.all(np.isfinite(out.data)):
+        raise ConfigError(f"the model {a.model or 'default'} returned NaN or infinite values; "
+                          "the model file is damaged or unfit for these maps: retrain it")
+    if a.save_thinned:
+        print(write_series(a.save_thinned, series))
+    print(write_series(a.out, out))
 
 
 def _reconstruct_files(a) -> None:
+    from .data.tiltio import write_array, write_series
     from .evaluation.figures import volume_figure
     from .experimental import reconstruct_series
 
+    png = a.png or (dataset_cli.file_part(a.out).with_suffix(".png") if a.out else None)
+    guard_outputs([a.out, png, a.save_thinned], _series_inputs(a), a.overwrite)
+    _check_formats(a.out, a.save_thinned)
     series = _read(a)
-    check_output(a.output)
     vol = reconstruct_series(series, iterations=a.iterations, method=a.method,
                              device=None if a.device == "scipy" else a.device)
+    if a.save_thinned:
+        print(write_series(a.save_thinned, series))
     data = vol[0] if len(series.elements) == 1 else vol
-    path = write_array(a.output, data, {"elements": series.elements,
-                                        "tilt_angles": series.angles,
-                                        "dims": "z,y,x" if data.ndim == 3 else "element,z,y,x",
-                                        "iterations": a.iterations, "method": a.method})
-    png = Path(a.png) if a.png else path.with_suffix(".png")
+    path = write_array(a.out, data, {"elements": series.elements,
+                                     "tilt_angles": series.angles,
+                                     "dims": "z,y,x" if data.ndim == 3 else "element,z,y,x",
+                                     "iterations": a.iterations, "method": a.method})
     volume_figure(vol, series.elements, png, title=f"{path.name}: {a.method.upper()}, "
                   f"{a.iterations} iterations, {len(series.angles)} tilts")
     print(path)
@@ -73,28 +123,35 @@ def _series_parser(sub, name: str, help: str, description: str, what: str, outpu
     p = sub.add_parser(name, help=help, description=description)
     p.add_argument("input", nargs="+", help=f"{what}: .tif/.tiff, .npy, .h5 (file.h5:/path), or "
                    ".hspy/.emd/.bcf (hyperspy extra); several files = one per element")
+    add_out(p, output, aliases=("--output",))
     p.add_argument("--element", help="element names, one per input file (Au,Ag), or the one "
                    "element to take from a multi-element file")
     p.add_argument("--angles", help="tilt angles START:STOP:STEP, a,b,c or a file of angles "
                    "(default: from the file, where it has them)")
-    p.add_argument("--downsample-counts", type=float, metavar="C",
+    add_angle_unit(p)
+    p.add_argument("--downsample-counts", type=POSITIVE, metavar="C",
                    help="first thin every map to C counts: Poisson(x C / sum x), to try a "
-                   "low dose on high-dose data")
-    p.add_argument("--seed", type=int, default=0, help="seed of --downsample-counts")
+                   "low dose on high-dose data (C at most each map's counts)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of --downsample-counts")
     p.add_argument("--save-thinned", help="also write the thinned series here")
-    p.add_argument("-o", "--output", required=True, help=output)
+    p.set_defaults(_inputs=("input",), _fix="check that each input is a readable tilt series "
+                   "(or --angles file) of the format its extension names")
     return p
 
 
 def _evaluate(a) -> None:
     from .data.counts import check_counts
-    from .evaluation.holdout import evaluate_methods
+    from .data.tiltio import read_series
+    from .evaluation.holdout import evaluate_methods, resolve_methods
+    from nanoedx_dataset.store.files import atomic_output
 
-    series = read_series(a.input, _elements(a.element))
+    if a.out and Path(a.out).suffix != ".json":
+        raise ConfigError(f"-o/--out must be a .json file, got {a.out}")
+    methods = _names(a.methods) or []
+    guard_outputs([a.out], [*a.input, *map(_model_input, methods)], a.overwrite)
+    resolve_methods(methods)  # unknown names and oracles: an error before any work
+    series = read_series(a.input, _names(a.element))
     check_counts(series.data)
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    if a.out:
-        check_output_json(a.out)
     report = {"counts": a.counts, "seed": a.seed, "background": a.background, "elements": {}}
     for e, name in enumerate(series.elements):
         rows = evaluate_methods(series.data[e], methods, counts=a.counts, seed=a.seed,
@@ -104,7 +161,7 @@ def _evaluate(a) -> None:
         print("| method | score (mean) | score (median) | parameter | status |")
         print("| --- | --- | --- | --- | --- |")
         for r in rows:
-            fmt = lambda v: "–" if v is None else f"{v:.3g}"
+            fmt = lambda v: "–" if v is None else f"{v:.3g}"  # noqa: E731
             print(f"| {r['method']} | {fmt(r['score_mean'])} | {fmt(r['score_median'])} | "
                   f"{fmt(r['parameter'])} | {r['status']} |")
     if a.out:
@@ -113,22 +170,26 @@ def _evaluate(a) -> None:
         print(a.out)
 
 
-def check_output_json(text) -> None:
-    path = Path(text)
-    if path.suffix != ".json" or not path.parent.is_dir():
-        raise ConfigError(f"--out must be a .json file in an existing folder, got {text}")
-
-
 def _benchmark(a) -> None:
     from .evaluation.benchmark import benchmark
+    from .evaluation.holdout import resolve_methods
     from .evaluation.leaderboard import markdown
 
-    methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
-    board = benchmark(a.data, split=a.split, methods=methods, counts=a.counts,
-                      background=a.background, noise=a.noise, seed=a.seed,
-                      dims=[d.strip() for d in a.dims.split(",")], quick=a.quick,
-                      workers=a.workers, iterations=a.iterations, fit_maps=a.fit_maps,
-                      out=a.out, figures=not a.no_figures, version=a.version)
+    data = a.data or a.data_option
+    if data is None:
+        raise ConfigError("give the database to score: nanoedx benchmark DATA -o OUT")
+    if a.data and a.data_option:
+        raise ConfigError("give the database once: as DATA, or the older --data, not both")
+    methods = _names(a.methods)
+    if methods:
+        resolve_methods(methods, oracles=True)  # unknown names: an error before any work
+    inputs = [data, *map(_model_input, methods or [])]
+    with staged_folder(a.out, BENCHMARK_FILES, inputs, a.overwrite) as staging:
+        board = benchmark(data, split=a.split, methods=methods, counts=a.counts,
+                          background=a.background, noise=a.noise, seed=a.seed,
+                          dims=[d.strip() for d in a.dims.split(",")], quick=a.quick,
+                          workers=a.workers, iterations=a.iterations, fit_maps=a.fit_maps,
+                          out=staging, figures=not a.no_figures, version=a.data_version)
     print(markdown(board))
     print(f"written to {a.out}")
 
@@ -137,6 +198,11 @@ def _train(a) -> None:
     from .training import distributed
     from .training.loop import train
 
+    out = Path(a.out)
+    if not a.resume:
+        guard_outputs([out, out.with_name(out.name + ".ckpt")], [a.data], a.overwrite)
+    else:
+        guard_outputs([out], [a.data], overwrite=True)
     out = train(a.data, a.out, preset=a.preset, epochs=a.epochs, batch_size=a.batch_size,
                 lr=a.lr, device=a.device, seed=a.seed, noise=a.noise, counts=a.counts,
                 background=a.background, background_fraction=a.background_fraction,
@@ -146,32 +212,116 @@ def _train(a) -> None:
         print(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``nanoedx`` program; returns the exit status (2 for a user's error)."""
-    parser, sub = dataset_cli.new_parser("Simulated nanoparticle EDX tomography databases, "
-                                         "denoisers and their benchmarks.")
-    dataset_cli.add_commands(sub)
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a U-net denoiser on a database")
     p.add_argument("data", help="release name, database file or folder of shards")
-    p.add_argument("-o", "--out", required=True, help="model file to write (.pt)")
-    p.add_argument("--preset", default="small", help="U-net preset: paper, small, tiny")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8,
+    add_out(p, "model file to write (.pt); OUT.ckpt holds the state to resume from")
+    p.add_argument("--preset", default="small", help="U-net preset: paper, small or tiny")
+    p.add_argument("--epochs", type=COUNT, default=10, help="training epochs")
+    p.add_argument("--batch-size", type=COUNT, default=8,
                    help="maps per step; under torchrun the global batch, shared by the processes")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=numeric(float, above=0, high=1), default=1e-3,
+                   help="Adam's learning rate")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto takes the GPU when there is one")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the weights, noise and order")
     p.add_argument("--noise", help="stored noise level, e.g. c1000_b100 (default: the first)")
     p.add_argument("--counts", type=_counts,
                    help="on-the-fly noise: counts per map, or LOW:HIGH (log-uniform)")
-    p.add_argument("--background", type=float, help="on-the-fly background counts per map")
-    p.add_argument("--background-fraction", type=float, help="background as a fraction of counts")
+    p.add_argument("--background", type=NONNEGATIVE,
+                   help="on-the-fly background counts per map (default: 10 %% of the counts)")
+    p.add_argument("--background-fraction", type=NONNEGATIVE,
+                   help="on-the-fly background as a fraction of the counts")
     p.add_argument("--all-maps", action="store_true",
                    help="train on every angle and element (default: one map per structure)")
-    p.add_argument("--maps-per-epoch", type=int)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--maps-per-epoch", type=COUNT, help="random maps per epoch (default: all)")
+    p.add_argument("--workers", type=numeric(int, low=0, high=dataset_cli.MAX_WORKERS),
+                   default=0, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, _resume_hint=True, _inputs=("data",))
+
+
+def _denoisers() -> str:
+    from .denoisers import DENOISERS
+
+    return ", ".join(DENOISERS)
+
+
+dataset_cli.LAZY_HELP["{denoisers}"] = _denoisers
+
+
+class _Renamed(argparse.Action):
+    """An option that was renamed: using it is a usage error naming the new spelling."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is now {self.const}")
+
+
+def _add_benchmark(sub) -> None:
+
+    p = sub.add_parser("benchmark", help="2D and 3D leaderboard of denoisers on a database",
+                       description="Score denoisers on one map per structure (2D) and on EM "
+                       "reconstructions of denoised tilt series (3D); writes OUT/leaderboard.md, "
+                       "OUT/leaderboard.json, OUT/leaderboard_examples.npz and figures.")
+    p.add_argument("data", nargs="?", help="release name, database file or shard folder")
+    p.add_argument("--data", dest="data_option", help=argparse.SUPPRESS)  # old spelling
+    p.add_argument("--version", nargs="?", action=_Renamed, help=argparse.SUPPRESS,
+                   const="--data-version (`nanoedx --version` is the program's version)")
+    add_out(p, "output folder (with --overwrite, the files of an earlier run there are "
+            "replaced)")
+    p.add_argument("--data-version", default="latest",
+                   help="release version, for a release name")
+    p.add_argument("--split", default="test", help="split to score: train, val or test")
+    p.add_argument("--methods", help="comma-separated denoisers (default: all); registered: "
+                   "{denoisers}; or unet:MODEL.pt")
+    p.add_argument("--counts", type=POSITIVE, help="score at this dose, noise drawn on the fly")
+    p.add_argument("--background", type=NONNEGATIVE,
+                   help="on-the-fly background (default 10 %% of --counts)")
+    p.add_argument("--noise", help="stored noise level (default: the file's first)")
+    p.add_argument("--seed", type=SEED, default=0, help="picks the maps; seeds on-the-fly noise")
+    p.add_argument("--dims", default="2d,3d", help="2d, 3d or 2d,3d")
+    p.add_argument("--quick", action="store_true", help="evenly spaced subsets (minutes)")
+    p.add_argument("--workers", type=WORKERS, default=1,
+                   help="processes; the numbers do not depend on them")
+    p.add_argument("--iterations", type=COUNT, default=15, help="EM iterations (3D)")
+    p.add_argument("--fit-maps", type=COUNT,
+                   help="validation maps for fitted methods (default 30, 8 with --quick)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.set_defaults(func=_benchmark, _inputs=("data", "data_option"))
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="rank denoisers on your own maps, no ground truth",
+                       description="Split each raw count map binomially into a low-dose input "
+                       "(--counts) and an independent remainder, denoise the input, fit the "
+                       "output to the remainder (scale and offset) and report the held-out "
+                       "error net of the remainder's Poisson noise (%%, lower is better).")
+    p.add_argument("input", nargs="+", help="raw count maps: .tif, .npy, .h5 or HyperSpy; "
+                   "several files = one per element")
+    add_out(p, "write the rows as JSON (.json)", required=False)
+    p.add_argument("--element", help="element names (one per file) or the one to take")
+    p.add_argument("--methods", default=EVALUATE_METHODS,
+                   help="comma-separated denoisers (no oracles: they need the ground truth)")
+    p.add_argument("--counts", type=POSITIVE, default=1000.0, help="counts per input map")
+    p.add_argument("--background", type=NONNEGATIVE,
+                   help="background counts per given map (default 0: the fit's offset takes it)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the binomial split")
+    p.set_defaults(func=_evaluate, _inputs=("input",),
+                   _fix="check that each input is a readable stack of count maps of the "
+                   "format its extension names")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``nanoedx`` program; returns the exit status (2 for a user's error)."""
+    return dataset_cli.run(build_parser(), argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nanoedx`` program's parser, every subcommand included."""
+    parser, sub = dataset_cli.new_parser("Simulated nanoparticle EDX tomography databases, "
+                                         "denoisers and their benchmarks.")
+    dataset_cli.add_commands(sub)
+    _add_train(sub)
     p = _series_parser(
         sub, "denoise", "denoise a tilt series of EDX count maps with a U-net",
         "Denoise every map (angle, row, col) of one or more elements; writes expected signal "
@@ -180,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         "raw count maps (angle, row, col) or (element, angle, row, col)",
         "denoised series: .tif, .npy or .h5")
     p.add_argument("--model", help="pretrained name or model file (default: embedded model)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto takes the GPU when there is one")
     p.set_defaults(func=_denoise_files)
     p = _series_parser(
         sub, "reconstruct", "EM reconstruction of a (denoised) tilt series",
@@ -189,50 +340,16 @@ def main(argv: list[str] | None = None) -> int:
         "composite for several elements). The series must be aligned to the tilt axis along "
         "the rows.", "raw or denoised maps (angle, row, col) or (element, angle, row, col)",
         "volume: .tif, .npy or .h5")
-    p.add_argument("--iterations", type=int, default=15)
-    p.add_argument("--method", default="em", help="em (default) or sirt")
-    p.add_argument("--device", default="scipy",
-                   help="scipy (CPU, default), or cpu/cuda for torch sparse products")
-    p.add_argument("--png", help="orthoslice figure (default: OUTPUT with .png)")
+    p.add_argument("--iterations", type=COUNT, default=15, help="EM or SIRT iterations")
+    p.add_argument("--method", default="em", choices=("em", "sirt"),
+                   help="EM (MLEM, as in the paper) or SIRT")
+    p.add_argument("--device", default="scipy", choices=("scipy", "cpu", "cuda"),
+                   help="scipy (CPU), or cpu/cuda for torch sparse products")
+    p.add_argument("--png", help="orthoslice figure (default: OUT with .png)")
     p.set_defaults(func=_reconstruct_files)
-    p = sub.add_parser("benchmark", help="2D and 3D leaderboard of denoisers on a database",
-                       description="Score denoisers on one map per structure (2D) and on EM "
-                       "reconstructions of denoised tilt series (3D); writes OUT/leaderboard.md, "
-                       "OUT/leaderboard.json, OUT/leaderboard_examples.npz and figures.")
-    p.add_argument("--data", required=True, help="release name, database file or shard folder")
-    p.add_argument("--version", default="latest", help="release version (for a release name)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--methods", help="comma-separated denoisers (default: all); registered: "
-                   f"{', '.join(DENOISERS)}; or unet:MODEL.pt")
-    p.add_argument("--counts", type=float, help="score at this dose, noise drawn on the fly")
-    p.add_argument("--background", type=float, help="on-the-fly background (default 10 %%)")
-    p.add_argument("--noise", help="stored noise level (default: the file's first)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dims", default=",".join(DIMS), help="2d, 3d or 2d,3d (default)")
-    p.add_argument("--quick", action="store_true", help="evenly spaced subsets (minutes)")
-    p.add_argument("--workers", type=int, default=1, help="processes (numbers do not change)")
-    p.add_argument("--iterations", type=int, default=15, help="EM iterations (3D)")
-    p.add_argument("--fit-maps", type=int, help="validation maps for fitted methods")
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=_benchmark)
-    p = sub.add_parser("evaluate", help="rank denoisers on your own maps, no ground truth",
-                       description="Split each raw count map binomially into a low-dose input "
-                       "(--counts) and an independent remainder, denoise the input, fit the "
-                       "output to the remainder (scale and offset) and report the held-out "
-                       "error net of the remainder's Poisson noise (%, lower is better).")
-    p.add_argument("input", nargs="+", help="raw count maps: .tif, .npy, .h5 or HyperSpy; "
-                   "several files = one per element")
-    p.add_argument("--element", help="element names (one per file) or the one to take")
-    p.add_argument("--methods", default="noisy,gaussian-val,tv-val,anscombe-bm3d-val,unet",
-                   help="comma-separated denoisers (no oracles: they need the ground truth)")
-    p.add_argument("--counts", type=float, default=1000.0, help="counts per input map")
-    p.add_argument("--background", type=float,
-                   help="background counts per given map (default 0: the fit's offset takes it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="write the rows as JSON")
-    p.set_defaults(func=_evaluate)
-    return dataset_cli.run(parser, argv)
+    _add_benchmark(sub)
+    _add_evaluate(sub)
+    return parser
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,12 @@ from .reconstruction.em import reconstruct
 
 
 def thin(series: Series, counts: float, seed: int = 0) -> Series:
-    """The series with every map thinned to ``counts`` counts (``Poisson(x C / sum x)``)."""
+    """The series with every map thinned to ``counts`` counts (``Poisson(x C / sum x)``).
+
+    The maps must be raw counts (whole, non-negative); ``counts`` above a map's own counts, or
+    one that would overflow the uint16 thinned maps, is refused with the reason
+    (:func:`~nanoedx_dataset.simulate.noise.downsample_counts`).
+    """
     check_counts(series.data)
     low = downsample_counts(series.data, counts, seed=seed)
     meta = dict(series.metadata, downsampled_to_counts=float(counts), downsample_seed=seed)

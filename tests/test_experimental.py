@@ -142,7 +142,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, command, args, m
 def test_bad_output_is_refused_before_work(tmp_path, capsys):
     folder = _bad(tmp_path)
     for out, match in ((folder / "out.hspy", "cannot write"), (folder / "no" / "o.npy",
-                                                               "no folder")):
+                                                               "does not exist")):
         assert main(["denoise", str(folder / "ok.npy"), "-o", str(out)]) == 2
         assert match in capsys.readouterr().err
 
@@ -171,13 +171,57 @@ def test_evaluate_ranks_methods_without_ground_truth(experiment, tmp_path, capsy
     path = f"{tmp_path / 'exp.h5'}:/maps"
     write_series(path, Series(high[:, ::4], ELEMENTS, ANGLES[::4]))
     report = tmp_path / "holdout.json"
-    assert main(["evaluate", path, "--methods", "noisy,gaussian-val,tv-oracle", "--counts",
-                 "1000", "--out", str(report)]) == 0
+    assert main(["evaluate", path, "--methods", "noisy,gaussian-val", "--counts", "1000",
+                 "-o", str(report)]) == 0
     printed = capsys.readouterr().out
     assert "Ag: hold-out score" in printed and "Au: hold-out score" in printed
     rows = json.loads(report.read_text())["elements"]["Au"]
     by = {r["method"]: r for r in rows}
     assert by["gaussian-val"]["score_mean"] < by["noisy"]["score_mean"]
-    assert by["tv-oracle"]["status"].startswith("failed") and "tv-val" in by["tv-oracle"]["status"]
+    # an oracle needs the ground truth: refused before any work, pointing at its -val twin
+    assert main(["evaluate", path, "--methods", "noisy,tv-oracle", "-o",
+                 str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert "tv-oracle is an oracle" in err and "'tv-val'" in err
+    assert not (tmp_path / "o.json").exists()
     assert main(["evaluate", path, "--out", str(tmp_path / "x.txt")]) == 2
-    assert "--out must be a .json" in capsys.readouterr().err
+    assert "-o/--out must be a .json" in capsys.readouterr().err
+
+
+def test_thinning_is_refused_above_the_counts_of_the_maps():
+    from nanoedx_dataset import downsample_counts
+    from nanoedx_dataset.errors import ConfigError
+    from nanoedx_models.experimental import thin
+
+    x = np.random.default_rng(0).poisson(4.0, (3, 16, 16))  # ~1000 counts per map
+    low = min(x.reshape(3, -1).sum(1))
+    with pytest.raises(ConfigError, match=f"only {low} counts.*can only lower the dose"):
+        thin(Series(x[None], ["Au"]), 5000)
+    assert downsample_counts(x, low, seed=0).reshape(3, -1).sum(1).mean() == \
+        pytest.approx(low, rel=0.2)
+    big = np.full((1, 4, 4), 1e9)  # a high-dose map thinned to 1e8 counts: 6e6 per pixel
+    with pytest.raises(ConfigError, match="uint16"):
+        downsample_counts(big, 1e8, seed=0)
+    empty = np.zeros((2, 4, 4))
+    empty[1] = 5.0
+    assert downsample_counts(empty, 10, seed=0)[0].sum() == 0  # an empty map stays empty
+
+
+def test_a_model_with_nan_weights_is_refused(tmp_path, capsys):
+    import torch
+
+    from nanoedx_models import UNet, save_model
+    from nanoedx_dataset.errors import SchemaError
+    from nanoedx_models.denoisers.modelfile import load_model
+
+    net = UNet.from_preset("tiny")
+    with torch.no_grad():
+        next(net.parameters())[0] = float("nan")
+    model = save_model(tmp_path / "nan.pt", net, {})
+    with pytest.raises(SchemaError, match="NaN or infinite weights"):
+        load_model(model)
+    maps = tmp_path / "m.npy"
+    np.save(maps, np.ones((3, 16, 16), np.uint16))
+    assert main(["denoise", str(maps), "--model", str(model), "-o", str(tmp_path / "d.npy")]) == 2
+    assert "NaN or infinite weights" in capsys.readouterr().err
+    assert not (tmp_path / "d.npy").exists()

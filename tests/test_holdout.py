@@ -128,3 +128,19 @@ def test_bad_input_gets_clear_errors():
         evaluate_holdout(good, "noisy", counts=100, background=[1.0, 2.0])
     with pytest.raises(ConfigError, match="registered name"):
         evaluate_holdout(good, 3.0, counts=100)
+
+
+def test_method_names_are_checked_before_any_work():
+    from nanoedx_models.evaluation.holdout import resolve_methods
+
+    maps = np.random.default_rng(0).poisson(LAM[None] / 10, (2, N, N))
+    with pytest.raises(ConfigError, match="unknown denoiser 'gausian'.*gaussian-val"):
+        evaluate_methods(maps, ["noisy", "gausian"], counts=1000, progress=False)
+    with pytest.raises(ConfigError, match="listed twice: noisy"):
+        resolve_methods(["noisy", "noisy"])
+    with pytest.raises(ConfigError, match="oracle"):
+        resolve_methods(["gaussian-oracle"])
+    assert [d.name for d in resolve_methods(["gaussian-oracle"], oracles=True)] == \
+        ["gaussian-oracle"]
+    with pytest.raises(FileNotFoundError, match="no model file at nowhere.pt"):
+        resolve_methods(["unet:nowhere.pt"])

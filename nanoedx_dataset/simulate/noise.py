@@ -34,7 +34,8 @@ from ..store.schema import COUNT_DTYPE, noise_tag
 
 __all__ = ["COUNT_DTYPE", "NoiseModel", "add_noise", "blur_maps", "check_dose",
            "downsample_counts", "expected_signal", "mass_background", "noise_tag"]
-MAX_COUNTS_PER_PIXEL = 60000  # what a uint16 count map can hold, with room for the draw
+# most counts a pixel may expect: a Poisson draw then stays below uint16's 65535
+MAX_COUNTS_PER_PIXEL = MAX_EXPECTED = 60000
 
 
 def check_dose(counts: float, background: float) -> tuple[float, float]:
@@ -107,27 +108,48 @@ def downsample_counts(maps, counts: float = 1000.0, seed=None) -> np.ndarray:
     """Low-dose version of measured count maps: ``Poisson(x * counts / sum(x))`` per map.
 
     The paper's way of simulating a short exposure from a long one (Methods), so that a
-    denoiser can be tried on a user's own high-dose data.
+    denoiser can be tried on a user's own high-dose data. Thinning only lowers a dose: a map
+    holding fewer than ``counts`` counts is refused, and so are maps whose thinned pixels
+    would not fit the uint16 counts returned.
 
     Parameters
     ----------
     maps : array-like, shape (..., row, col)
         Measured counts (non-negative).
     counts : float
-        Counts per map on average after thinning.
+        Counts per map on average after thinning; at most each (non-empty) map's counts.
     seed : int, numpy.random.Generator or None
         Seed (or generator) of the Poisson draws; None draws fresh entropy.
 
     Returns
     -------
     ndarray, same shape, uint16
+
+    Raises
+    ------
+    ConfigError
+        Negative or non-finite maps, ``counts`` above a map's own counts, or a pixel that
+        would expect more counts than uint16 holds.
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    check_dose(counts, 0.0)
+    counts, _ = check_dose(counts, 0.0)
     x = np.asarray(maps, dtype=np.float64)
+    if x.ndim < 2:
+        raise ConfigError(f"count maps must have (row, col) as their last axes, got shape "
+                          f"{x.shape}")
     if np.any(x < 0) or not np.all(np.isfinite(x)):
         raise ConfigError("count maps must be finite and non-negative")
-    return rng.poisson(expected_signal(x, counts)).astype(COUNT_DTYPE)
+    totals = x.sum(axis=(-2, -1)).ravel()
+    held = totals[totals > 0]
+    if held.size and counts > held.min():
+        raise ConfigError(f"a map holds only {held.min():.6g} counts, fewer than the "
+                          f"{counts:g} asked for: thinning can only lower the dose; choose "
+                          f"counts <= {held.min():.6g}")
+    lam = expected_signal(x, counts)
+    if lam.max(initial=0.0) > MAX_EXPECTED:
+        raise ConfigError(f"a thinned pixel would expect {lam.max():.0f} counts, more than the "
+                          f"uint16 count maps hold (about {MAX_EXPECTED}); choose fewer counts")
+    return rng.poisson(lam).astype(COUNT_DTYPE)
 
 
 def mass_background(mass: np.ndarray, background: float, fraction: float) -> np.ndarray:

@@ -21,7 +21,8 @@ from ..errors import ConfigError, DatasetNotFoundError, SchemaError
 from . import schema
 
 
-def open_database(path, mode: str = "r", complete: bool = True) -> h5py.File:
+def open_database(path, mode: str = "r", complete: bool = True,
+                  check: bool = True) -> h5py.File:
     """Open a nanoedx database with h5py after checking that it is one.
 
     Parameters
@@ -30,13 +31,16 @@ def open_database(path, mode: str = "r", complete: bool = True) -> h5py.File:
     mode : {"r", "r+"}
     complete : bool
         Refuse a file whose generation did not finish.
+    check : bool
+        Refuse a file whose layout does not match the schema (:func:`layout_problems`).
 
     Raises
     ------
     DatasetNotFoundError
         The file does not exist.
     SchemaError
-        The file is not HDF5, not a nanoedx database, or (with ``complete``) unfinished.
+        The file is not HDF5, not a nanoedx database, (with ``complete``) unfinished, or
+        (with ``check``) damaged: a variable missing or of the wrong dtype or shape.
     """
     path = Path(path)
     if not path.is_file():
@@ -61,7 +65,54 @@ def open_database(path, mode: str = "r", complete: bool = True) -> h5py.File:
         f.close()
         raise SchemaError(f"{path} is an unfinished database; finish it with "
                           "`nanoedx generate ... --resume`")
+    try:
+        found = layout_problems(f) if check else []
+    except (OSError, KeyError, ValueError) as err:  # metadata that h5py cannot read
+        found = [f"its metadata cannot be read ({type(err).__name__}: {err})"]
+    if found:
+        f.close()
+        raise SchemaError(f"{path} is damaged: {'; '.join(found[:3])}"
+                          f"{'; ...' if len(found) > 3 else ''} (`nanoedx verify {path}` lists "
+                          "every problem); regenerate or download it again")
     return f
+
+
+def layout_problems(f: h5py.File) -> list[str]:
+    """What is wrong with the layout of an open database against the schema; [] if nothing.
+
+    Reads no arrays, only their metadata: every variable of :data:`schema.FIELDS` present with
+    its dtype and rank, one size per dimension across the variables (so the angles match the
+    maps and the catalogue the samples), a cubic grid (z = y = x = row = col), and each noise
+    level's counts of the schema's dtype and the projections' shape.
+    """
+    out: list[str] = []
+    sizes: dict[str, tuple[str, int]] = {}  # dimension -> (the variable that set it, size)
+    expected = [(fld.name, fld) for fld in schema.FIELDS]
+    for tag, grp in f.get(schema.NOISY, {}).items():
+        if not tag.startswith(schema.PARTIAL_PREFIX):
+            if not isinstance(grp, h5py.Group) or schema.NOISY_FIELD.name not in grp:
+                out.append(f"noise level {tag!r} has no {schema.NOISY_FIELD.name!r} variable")
+                continue
+            expected.append((schema.counts_path(tag), schema.NOISY_FIELD))
+    for name, fld in expected:
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            out.append(f"variable {name!r} is missing")
+            continue
+        want = np.dtype(fld.dtype)
+        if ds.dtype != want and not (fld.dtype is schema.STR and ds.dtype.kind == "O"):
+            out.append(f"{name} has dtype {ds.dtype}, expected {want}")
+        if ds.ndim != len(fld.dims):
+            out.append(f"{name} has {ds.ndim} dimensions, expected {len(fld.dims)} "
+                       f"({', '.join(fld.dims)})")
+            continue
+        for dim, n in zip(fld.dims, ds.shape):
+            dim = "size" if dim in ("z", "y", "x", "row", "col") else dim
+            first, m = sizes.setdefault(dim, (name, n))
+            if m != n:
+                label = "the grid" if dim == "size" else f"dimension {dim!r}"
+                out.append(f"{name} has {n} along {label}, {first} {m}")
+    return out
 
 
 def check_split(split: str | None) -> None:
@@ -189,12 +240,16 @@ def open_xarray(path: Path, noise: str | None = None):
     with open_database(path) as f:  # checks it is a complete nanoedx file
         levels = noise_levels(f)
     tag = select_level(levels, noise, Path(path).name)
-    ds = xr.open_dataset(path, engine="h5netcdf", chunks={"sample": 1})
-    ds = ds.drop_vars(schema.WRITTEN).set_coords(list(schema.CATALOGUE))
-    ds = ds.assign_coords(sample=np.arange(ds.sizes["sample"]))
-    if tag is not None:
-        grp = xr.open_dataset(path, engine="h5netcdf", group=schema.noisy_path(tag),
-                              chunks={"sample": 1})
-        ds["noisy"] = grp[schema.NOISY_FIELD.name].assign_attrs({**grp.attrs, "tag": tag})
+    try:
+        ds = xr.open_dataset(path, engine="h5netcdf", chunks={"sample": 1})
+        ds = ds.drop_vars(schema.WRITTEN).set_coords(list(schema.CATALOGUE))
+        ds = ds.assign_coords(sample=np.arange(ds.sizes["sample"]))
+        if tag is not None:
+            grp = xr.open_dataset(path, engine="h5netcdf", group=schema.noisy_path(tag),
+                                  chunks={"sample": 1})
+            ds["noisy"] = grp[schema.NOISY_FIELD.name].assign_attrs({**grp.attrs, "tag": tag})
+    except (OSError, KeyError, ValueError) as err:  # metadata the layout check does not read
+        raise SchemaError(f"{path} is damaged ({type(err).__name__}: {err}); check it with "
+                          f"`nanoedx verify {path}` and regenerate or download it again") from err
     ds.attrs["noise_levels"] = list(levels)
     return ds

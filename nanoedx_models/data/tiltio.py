@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nanoedx_dataset.generation.config import parse_angles
-from nanoedx_dataset.errors import ConfigError, MissingExtraError
+from nanoedx_dataset.errors import ConfigError, MissingExtraError, NanoEDXError
 from nanoedx_dataset.store.files import atomic_output
 
 TIFF = (".tif", ".tiff")
@@ -121,6 +121,8 @@ def _read_hdf5(path: Path, dataset: str | None) -> tuple[np.ndarray, dict]:
         data = d[()]
     if isinstance(meta.get("metadata"), (str, bytes)):
         meta["metadata"] = json.loads(meta["metadata"])
+    if not isinstance(meta.get("metadata", {}), dict):
+        meta["metadata"] = {"metadata": meta["metadata"]}
     return data, meta
 
 
@@ -166,18 +168,46 @@ def _read_hyperspy(path: Path, element: str | None) -> tuple[np.ndarray, dict]:
 
 
 def read_array(text, element: str | None = None) -> tuple[np.ndarray, dict]:
-    """The array and attributes of one file (any supported format), e.g. a written volume."""
+    """The array and attributes of one file (any supported format), e.g. a written volume.
+
+    A file that cannot be read as its extension says (damaged, truncated, another format,
+    pickled objects in a ``.npy``) raises :class:`ConfigError` naming it.
+    """
     path, dataset = split_path(text)
     fmt = file_format(path)
     if not path.is_file():
         raise ConfigError(f"no input file {path}")
-    if fmt == "tiff":
-        return _read_tiff(path)
-    if fmt == "hdf5":
-        return _read_hdf5(path, dataset)
-    if fmt == "npy":
-        return np.load(path, allow_pickle=False), {}
-    return _read_hyperspy(path, element)
+    try:
+        if fmt == "tiff":
+            return _read_tiff(path)
+        if fmt == "hdf5":
+            return _read_hdf5(path, dataset)
+        if fmt == "npy":
+            return np.load(path, allow_pickle=False), {}
+        return _read_hyperspy(path, element)
+    except NanoEDXError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, TypeError, IndexError) as err:
+        raise ConfigError(f"cannot read {path.name} as {fmt.upper()} ({type(err).__name__}: "
+                          f"{_first_line(err)}): the file is damaged or not a {fmt.upper()} "
+                          "file; export it again") from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _numbers(values, what: str) -> np.ndarray:
+    """``values`` as a 1-D float array of finite numbers; ``what`` names them in the error."""
+    try:
+        out = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{what} are not numbers ({_first_line(err)}); give the tilt angles "
+                          "in degrees with --angles") from err
+    if out.ndim != 1 or not np.all(np.isfinite(out)):
+        raise ConfigError(f"{what} must be a list of finite numbers, got "
+                          f"{np.array2string(out, threshold=6)}; give them with --angles")
+    return out
 
 
 def read_one(text, element: str | None = None) -> Series:
@@ -186,12 +216,15 @@ def read_one(text, element: str | None = None) -> Series:
     fmt = file_format(path)
     data, meta = read_array(text, element)
     stack = _as_stack(data, path.name)
+    if stack.dtype.kind not in "uif":
+        raise ConfigError(f"{path.name} holds {stack.dtype} values, not real numbers: give "
+                          "count maps (integers or floats)")
     names = meta.get("elements") or ([meta["title"]] if meta.get("title") else None)
-    if names is None or len(names) != stack.shape[0]:
+    if not isinstance(names, (list, tuple)) or len(names) != stack.shape[0]:
         names = [path.stem] if stack.shape[0] == 1 else [str(i) for i in range(stack.shape[0])]
     angles = meta.get("angles")
     series = Series(stack, [str(n) for n in names],
-                    None if angles is None else np.asarray(angles, float),
+                    None if angles is None else _numbers(angles, f"the angles in {path.name}"),
                     meta.get("metadata") or {}, "hdf5" if fmt == "hyperspy" else fmt)
     if element is not None and fmt != "hyperspy" and len(names) == 1:
         series.elements = [element]
@@ -254,12 +287,18 @@ def read_series(inputs, elements=None, angles=None) -> Series:
 def read_angles(spec) -> np.ndarray:
     """Angles from ``START:STOP:STEP``, ``a,b,c``, a text or ``.npy`` file, or a sequence."""
     if not isinstance(spec, (str, Path)):
-        return np.asarray(spec, float)
+        return _numbers(spec, "the angles")
     path = Path(spec)
     if path.is_file():
-        values = (np.load(path, allow_pickle=False) if path.suffix == ".npy"
-                  else np.array(path.read_text().replace(",", " ").split(), float))
-        return np.asarray(parse_angles(",".join(str(v) for v in np.ravel(values))))
+        try:
+            values = (np.load(path, allow_pickle=False) if path.suffix == ".npy"
+                      else path.read_text().replace(",", " ").split())
+        except (OSError, ValueError, EOFError) as err:
+            raise ConfigError(f"cannot read the angles file {path.name} ({_first_line(err)}): "
+                              "give a text file of numbers or a .npy array") from err
+        values = _numbers(np.ravel(values) if path.suffix == ".npy" else values,
+                          f"the angles in {path.name}")
+        return np.asarray(parse_angles(",".join(repr(float(v)) for v in values)))
     return np.asarray(parse_angles(str(spec)))
 
 

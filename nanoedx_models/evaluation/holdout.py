@@ -192,6 +192,32 @@ def _as_denoiser(method) -> Denoiser:
     return d
 
 
+def resolve_methods(methods, oracles: bool = False) -> list[Denoiser]:
+    """The denoisers of a list of methods, checked before any work.
+
+    Unknown names raise :class:`ConfigError` listing the registered ones, a name given twice
+    is refused, ``unet:PATH`` loads its model file now (a missing or damaged file is an error
+    here, not a failed row later), and oracles are refused unless ``oracles`` (the benchmark,
+    on simulated data, may use them).
+    """
+    methods = list(methods)
+    if not methods:
+        raise ConfigError("no methods given; name at least one denoiser, e.g. noisy,gaussian-val")
+    names = [m for m in methods if isinstance(m, str)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"methods listed twice: {', '.join(twice)}")
+    out = []
+    for m in methods:
+        d = denoiser(m) if oracles and isinstance(m, str) else _as_denoiser(m)
+        if isinstance(m, str) and m.startswith("unet:"):
+            from ..denoisers.pretrained import load_pretrained
+
+            load_pretrained(m.partition(":")[2])
+        out.append(d)
+    return out
+
+
 def _run(d: Denoiser, inputs, backgrounds, parameter) -> tuple[np.ndarray, float]:
     outs, seconds = [], 0.0
     for y, b in zip(inputs, backgrounds):
@@ -312,6 +338,8 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
     if isinstance(seed, np.random.Generator):
         raise ConfigError("evaluate_methods needs an int seed, so that every method gets the "
                           "same split")
+    methods = list(methods)
+    resolve_methods(methods)  # unknown names, oracles: one error before any work
     split_counts(maps, counts, seed)  # bad maps or too few counts: one error before any work
     rows = []
     for m in tqdm(list(methods), desc="hold-out", disable=not progress):
@@ -326,4 +354,4 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
 
 
 __all__ = ["HoldoutResult", "evaluate_holdout", "evaluate_methods", "fit_score",
-           "split_counts"]
+           "resolve_methods", "split_counts"]

@@ -7,7 +7,9 @@ CUDA code, which kills the process on a machine without a GPU, is never entered.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -16,6 +18,55 @@ from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.simulate.project import check_angles, system_matrix
 
 METHODS = ("em", "sirt")
+# non-zeros per voxel and angle of the strip projector's matrix (about 2; measured <= 2.9)
+NNZ_PER_VOXEL = 3
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still use (within its cgroup's limit), or None."""
+    found = []
+    try:
+        text = Path("/proc/meminfo").read_text()
+        found += [int(line.split()[1]) * 1024 for line in text.splitlines()
+                  if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if limit.isdigit() and used.isdigit():
+            found.append(int(limit) - int(used))
+    except OSError:
+        pass
+    if not found:
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(found)
+
+
+def check_memory(nbytes: float, what: str, fix: str) -> None:
+    """Refuse work that needs more than the available memory, before it starts.
+
+    Raises :class:`ConfigError` naming ``what``, the bytes needed and available, and ``fix``.
+    """
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise ConfigError(f"{what} needs about {nbytes / 2**30:.3g} GiB of memory, but only "
+                          f"{free / 2**30:.3g} GiB are available; {fix}")
+
+
+def reconstruction_bytes(n_angles: int, rows: int, cols: int) -> float:
+    """Estimated peak memory (bytes) of :func:`reconstruct` for (angle, row, col) data.
+
+    The volume (``cols**2 * rows`` float32) is held about four times (the iterate, the back
+    projection, a product, the data), and the system matrix and its transpose store about
+    ``NNZ_PER_VOXEL`` entries (value and index) per voxel of a slice and angle.
+    """
+    volume = 4.0 * cols * cols * rows
+    matrix = 2 * NNZ_PER_VOXEL * n_angles * cols * cols * (4 + 8)
+    return 4 * volume + 3 * 4.0 * n_angles * rows * cols + matrix
 
 
 def _divide(a, b):
@@ -87,6 +138,10 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
     if method == "em" and np.any(b < 0):
         raise ConfigError("EM needs non-negative data (counts); use method='sirt' or clip")
     n_ang, n_y, n = b.shape
+    if device is None or device == "cpu":
+        check_memory(reconstruction_bytes(n_ang, n_y, n), f"reconstructing {n_ang} maps of "
+                     f"{n_y} x {n} pixels as a {n} x {n_y} x {n} volume",
+                     "bin the maps (e.g. 2 x 2) or crop them first")
     w, wt, col_sums, row_sums = _operators(n, tuple(float(a) for a in ang))
     data = b.transpose(0, 2, 1).reshape(n_ang * n, n_y).astype(np.float32)  # (angle * u, y)
     x = np.full((n * n, n_y), 1.0 if method == "em" else 0.0, np.float32)

@@ -27,7 +27,7 @@ from nanoedx_dataset.store.files import atomic_output
 from nanoedx_dataset.store.lock import output_lock
 
 from ..data.datasets import EDXMaps
-from ..denoisers.modelfile import load_model, save_model
+from ..denoisers.modelfile import load_checkpoint, load_model, save_model
 from ..denoisers.unet import PRESETS, UNet
 from ..device import pick_device
 from . import distributed
@@ -149,9 +149,7 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
     if resume:
         if not ckpt.exists():
             raise ConfigError(f"nothing to resume: no {ckpt}; start without --resume")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        state = load_checkpoint(ckpt, model, opt)
         history, best, start = state["history"], state["best"], state["epoch"] + 1
     net = distributed.wrap(model, world, dev)
     val_loader = DataLoader(val_ds, batch_size=batch_size, num_workers=workers)
