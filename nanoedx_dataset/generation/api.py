@@ -43,10 +43,15 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
         Map the shards over this dask cluster (or the scheduler at this address) instead of
         local processes; needs ``shard_size`` and a folder every worker can write to.
     overwrite : bool
-        Replace an existing ``out`` (and discard an interrupted run).
+        Replace an existing ``out`` (and discard an interrupted run). The old ``out`` stays
+        whole until the new one is complete: a sharded run is built in ``<out>.partial``
+        beside the old folder and swapped in at the end (rerunning the same command continues
+        it).
     resume : bool
-        Continue an interrupted run of the same config from ``<out>.partial`` (a sharded run
-        always continues a run of the same config).
+        Continue an interrupted run of the same config from ``<out>.partial``, keeping only
+        the samples that read back to the SHA-256 journalled when they were written (a file
+        HDF5 cannot open is started over). A sharded run always continues a run of the same
+        config.
     progress : bool
         Show a tqdm progress bar.
     mesh_dir : path-like, optional
@@ -58,6 +63,12 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
     -------
     Path
         ``out``, complete.
+
+    Raises
+    ------
+    OutputExistsError
+        ``out`` exists (without ``overwrite``), or another run is writing it (named in the
+        message; its lock is ``<out>.lock``).
 
     Examples
     --------
@@ -89,8 +100,10 @@ def renoise(path, counts: float, background: float, *, seed: int | None = None,
     Parameters
     ----------
     path : path-like
-        A complete nanoedx database, or the folder of a sharded one (each shard is rewritten
-        under a temporary name and renamed, and ``index.json`` updated).
+        A complete nanoedx database, or the folder of a sharded one. The level is added to a
+        copy of each file, which is made durable and renamed over it (so a kill leaves the
+        file as it was or with the level complete; the copy needs the file's size in free
+        disk space), and ``index.json`` is updated.
     counts, background : float
         Signal counts per map on average (> 0) and background counts per map (>= 0).
     seed : int, optional
