@@ -1,6 +1,6 @@
 """Score the pretrained U-nets against the per-map oracle Gaussian; write models.md.
 
-    python benchmarks/eval_models.py --data nanoedx-standard-0.1.0.h5
+    python benchmarks/eval_models.py --data nanoedx-standard-0.1.2.h5
 
 1. The paper's 2D protocol on the standard preset: one map per structure of the val and test
    splits, the stored noise level (1000 counts + 100 background), nMAE per map.

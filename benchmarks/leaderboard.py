@@ -1,6 +1,6 @@
 """The committed leaderboard: all denoisers, 2D and 3D, and 2D nMAE against dose.
 
-    python benchmarks/leaderboard.py --data nanoedx-standard-0.1.0.h5 --workers 2
+    python benchmarks/leaderboard.py --data nanoedx-standard-0.1.2.h5 --workers 2
 
 Writes into ``--out`` (default ``benchmarks/results``):
 

@@ -1,6 +1,6 @@
 """Train the pretrained models that ship with nanoedx and register them (pretrained.json).
 
-    python benchmarks/train_pretrained.py --data nanoedx-standard-0.1.0.h5 --model unet-small
+    python benchmarks/train_pretrained.py --data nanoedx-standard-0.1.2.h5 --model unet-small
 
 Each model's recipe is below; the weights are stored as float16 in nanoedx_models/denoisers/weights/ and
 their SHA-256 written to nanoedx_models/denoisers/pretrained.json. Training on 2 CPU cores is far shorter

@@ -113,7 +113,7 @@ def test_unpublished_release_points_to_regeneration(monkeypatch, tmp_path):
 
 def test_unknown_release_or_version_lists_the_known_ones():
     with pytest.raises(DatasetNotFoundError,
-                       match=r"unknown release .huge.*known releases: mini \(0.1.0\)"):
+                       match=r"unknown release .huge.*known releases: mini \(0.1.0, 0.1.1\)"):
         load_dataset("huge")
     with pytest.raises(DatasetNotFoundError, match="no version '9.9.9'.*0.1.0"):
         load_dataset("mini", version="9.9.9")
@@ -169,6 +169,24 @@ def test_regenerate_command_rebuilds_the_file_byte_for_byte(tmp_path, release_di
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert sha256(out) == sha256(release_dir / "nanoedx-tiny-1.0.0.h5")
+
+
+def test_a_fields_release_is_named_and_regenerated_from_its_own_preset(tmp_path, monkeypatch):
+    """A config with options the command line cannot set (scenes, mass background, probe
+    blur) is rebuilt from the preset that has them, not from ``mini``'s."""
+    import shlex
+
+    folder = tmp_path / "rel"
+    folder.mkdir()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1795737600")
+    generate(folder / "f.h5", "fields", n=2, size=24, dataset_version="1.0.0", progress=False)
+    entry = publish(folder, "1.0.0", registry=tmp_path / "r.json")
+    assert "custom" in json.loads((tmp_path / "r.json").read_text())
+    assert "--preset fields --n 2 --size 24" in entry["command"]
+    argv = shlex.split(entry["command"].split("  #")[0].partition(" nanoedx ")[2])
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv[:-1], "again.h5"]) == 0
+    assert sha256(tmp_path / "again.h5") == sha256(folder / "f.h5")
 
 
 @pytest.mark.parametrize("schema", ["legacy", "current"])
@@ -239,4 +257,33 @@ def test_embedded_mini_regenerates_from_its_registry_command_byte_for_byte(tmp_p
     monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     assert main(shlex.split(argv)) == 0
-    assert release_registry.spell_hash(sha256(tmp_path / fname)) == expected
+    built = tmp_path / fname
+    assert release_registry.spell_hash(sha256(built)) == expected, (
+        "differs from the embedded file in: "
+        + "; ".join(_differences(release_registry.data_dir() / fname, built)))
+
+
+def _differences(a, b) -> list[str]:
+    """What differs between two HDF5 files: attributes and datasets by path (values, dtypes,
+    shapes), or, when every one is equal, the file layout only."""
+    found = []
+
+    def visit(ga, gb, path):
+        for key in sorted(set(ga.attrs) | set(gb.attrs)):
+            va, vb = ga.attrs.get(key), gb.attrs.get(key)
+            if va is None or vb is None or not np.array_equal(np.asarray(va), np.asarray(vb)):
+                found.append(f"attribute {path}@{key}: {str(va)[:80]!r} vs {str(vb)[:80]!r}")
+        if not isinstance(ga, h5py.Group):
+            va, vb = ga[()], gb[()]
+            if va.shape != vb.shape or va.dtype != vb.dtype or not np.array_equal(va, vb):
+                found.append(f"dataset {path} ({va.dtype}{va.shape} vs {vb.dtype}{vb.shape})")
+            return
+        for key in sorted(set(ga) | set(gb)):
+            if key not in ga or key not in gb:
+                found.append(f"{path}/{key} only in one file")
+            else:
+                visit(ga[key], gb[key], f"{path}/{key}")
+
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        visit(fa, fb, "")
+    return found or ["no attribute or dataset: the file layout (chunks, compression, order)"]

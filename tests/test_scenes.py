@@ -16,7 +16,8 @@ from nanoedx_dataset.simulate import scenes, shapes
 from nanoedx_dataset.simulate.noise import NoiseModel, add_noise, blur_maps, mass_background
 from nanoedx_dataset.simulate.project import project
 from nanoedx_dataset.simulate.scenes import SceneOptions, SceneSpec, draw_scene, voxelize_scene
-from nanoedx_dataset.simulate.specs import FIELD_RADIUS, ParticleSpec, draw_spec, world_hull
+from nanoedx_dataset.simulate.specs import (FIELD_RADIUS, ParticleSpec, draw_spec, rounded,
+                                            world_hull)
 from nanoedx_dataset.store import schema
 from nanoedx_dataset.store.reader import Database
 
@@ -127,18 +128,28 @@ def test_smooth_field_is_resolution_independent():
     np.testing.assert_allclose(a, ref, atol=1e-12)
 
 
-def test_old_configs_keep_their_json_and_specs():
-    mini = resources.files("nanoedx_dataset") / "data" / "nanoedx-mini-0.1.0.h5"
+def _stored(version: str) -> tuple[str, list[str]]:
+    mini = resources.files("nanoedx_dataset") / "data" / f"nanoedx-mini-{version}.h5"
     with resources.as_file(mini) as path, h5py.File(path, "r") as f:
         stored = f.attrs[schema.ATTR_CONFIG]
         stored = stored.decode() if isinstance(stored, bytes) else str(stored)
         params = [p.decode() if isinstance(p, bytes) else p for p in f[schema.PARAMS][:]]
-    assert preset("mini").validate().to_json() == stored
+    return stored, params
+
+
+def test_old_configs_keep_their_json_and_specs():
+    stored, params = _stored("0.1.1")
+    assert preset("mini").validate().to_json().replace("0.1.0", "0.1.1") == stored
     assert GenerationConfig.from_json(stored).to_json() == stored
     assert "scene" not in stored and "probe_blur" not in stored
     for name in ("standard", "paper"):
         assert set(json.loads(preset(name).validate().to_json())) == set(json.loads(stored))
     assert [draw_spec(0, i).to_json() for i in range(len(params))] == params
+    # the specs of nanoedx 0.1.0 are today's, before their floats were rounded
+    stored, old = _stored("0.1.0")
+    assert preset("mini").validate().to_json() == stored
+    assert [ParticleSpec(**rounded(json.loads(p))).to_json() for p in old] == params
+    assert old != params
 
 
 def test_fields_config_round_trips_through_json():

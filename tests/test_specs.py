@@ -93,7 +93,8 @@ def test_the_wall_never_swallows_the_core_or_void():
         if spec.kind == "solid":
             continue
         depth = -spec.sdfs()["outer"](np.array([spec.center]))[0]
-        assert spec.inner["wall"] <= 0.75 * depth + 1e-12, (index, spec.family)
+        # up to the spec's rounding (SPEC_DIGITS significant digits)
+        assert spec.inner["wall"] <= 0.75 * depth * (1 + 1e-8), (index, spec.family)
 
 
 def test_a_new_family_changes_no_existing_spec(monkeypatch):

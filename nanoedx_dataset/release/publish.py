@@ -16,7 +16,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from ..generation.config import PRESETS
+from ..generation.config import OPTIONAL, PRESETS
 from ..errors import ConfigError, DatasetNotFoundError
 from ..inspect.verify import verify
 from ..store import index as shard_index
@@ -36,14 +36,31 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _preset_of(cfg: dict, exact: bool) -> str | None:
+    """The preset a config (as :meth:`GenerationConfig.to_json` writes it) starts from: one
+    with the same options that the command line cannot set (mass background, probe blur,
+    scene), or with ``exact`` the same config up to the dataset version."""
+    keys = (set(cfg) | set(OPTIONAL)) - {"dataset_version"} if exact else set(OPTIONAL)
+    for name, p in PRESETS.items():
+        base = json.loads(p.to_json())
+        if all(base.get(k) == cfg.get(k) for k in keys):
+            return name
+    return None
+
+
 def regenerate_command(summary: dict, out: str, shard_size: int | None = None) -> str:
     """The exact ``nanoedx generate`` command that rewrites a file (or, with ``shard_size``,
     a folder of shards) byte for byte."""
     cfg = summary["config"]
+    base = _preset_of(cfg, exact=False)
+    if base is None:
+        raise ConfigError(f"{summary['path']}: its noise model or scene options match no preset "
+                          f"({', '.join(PRESETS)}), so no command can regenerate it; start it "
+                          "from a preset")
     epoch = int(datetime.fromisoformat(summary["created"]).timestamp())
     angles = ",".join(f"{a:g}" for a in cfg["angles"])
     sharded = f"--shard-size {shard_size} " if shard_size else ""
-    return (f"SOURCE_DATE_EPOCH={epoch} nanoedx generate --preset mini --n {cfg['n']} "
+    return (f"SOURCE_DATE_EPOCH={epoch} nanoedx generate --preset {base} --n {cfg['n']} "
             f"--size {cfg['size']} --counts {cfg['counts']:g} --background "
             f"{cfg['background']:g} --angles={angles} --seed {cfg['seed']} "
             f"--backend {cfg['backend']} --dataset-version {cfg['dataset_version']} "
@@ -59,11 +76,7 @@ def _commands(summaries: list[dict], directory: Path) -> str:
 
 
 def _release_name(summary: dict) -> str:
-    cfg = summary["config"]
-    for name, p in PRESETS.items():
-        if (p.n, p.size) == (cfg["n"], cfg["size"]):
-            return name
-    return "custom"
+    return _preset_of(summary["config"], exact=True) or "custom"
 
 
 def version_table(registry: dict) -> str:
@@ -203,12 +216,13 @@ def publish(directory, version: str, *, name: str | None = None, registry=None, 
         data = release_registry.data_dir()
         data.mkdir(exist_ok=True)
         for p in files:
-            shutil.copyfile(p, data / p.name)
+            with atomic_output(data / p.name) as tmp:
+                shutil.copyfile(p, tmp)
     reg.setdefault(name, {})[version] = entry
     _write_json(reg_path, reg)
     release_registry.releases.cache_clear()
     if card_text is not None:
-        Path(card_path).write_text(card.replace_block(card_text, VERSIONS_BLOCK,
-                                                      version_table(reg)))
+        with atomic_output(Path(card_path)) as tmp:
+            tmp.write_text(card.replace_block(card_text, VERSIONS_BLOCK, version_table(reg)))
     return entry
 

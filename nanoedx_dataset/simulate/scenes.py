@@ -17,6 +17,7 @@ wherever the elements of overlapping parts would sum to more than 1, so ``A + B 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -27,7 +28,7 @@ from ..errors import ConfigError
 from ..store.schema import ELEMENTS, SCENE, VOLUME_SCALE
 from . import shapes
 from .specs import (_KIND_CYCLE, DRAWN_FAMILIES, FIELD_RADIUS, ParticleSpec, draw_shape,
-                    world_hull)
+                    rounded, world_hull)
 from .voxelizers import voxelize
 from .voxelizers.analytic import occupancy
 
@@ -244,7 +245,7 @@ def soft_occupancy(g: np.ndarray, size: int) -> np.ndarray:
 # ------------------------------------------------------------------------- drawing
 def _unit(rng: np.random.Generator) -> list[float]:
     v = rng.normal(size=3)
-    return [float(c) for c in v / np.linalg.norm(v)]
+    return [float(c) for c in v / math.hypot(*v)]
 
 
 def _tilted_normal(rng: np.random.Generator) -> list[float]:
@@ -444,7 +445,8 @@ def draw_scene(seed: int, index: int, options: SceneOptions | None = None) -> Sc
     if SceneSpec(index, seed, entries, support, phase).elements() != set(range(len(ELEMENTS))):
         # the largest particle is single-element here (a core-shell one holds both)
         entries[0]["gradient"] = _gradient(rng)
-    return SceneSpec(int(index), int(seed), entries, support, phase)
+    return SceneSpec(int(index), int(seed), rounded(entries), rounded(support),
+                     rounded(phase))
 
 
 # ------------------------------------------------------------------------- voxels

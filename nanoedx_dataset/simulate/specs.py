@@ -13,6 +13,7 @@ axis (95 % of the field), so no projection at any tilt angle loses mass.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -43,6 +44,30 @@ DRAWN_FAMILIES = ("sphere", "cube", "capped_rod", "octahedron", "truncated_octah
                   "prolate_bipyramid")
 
 SDF = Callable[[np.ndarray], np.ndarray]
+
+# Significant digits kept of every float of a drawn spec. The last bits of a float64 computed
+# through BLAS or SIMD kernels differ between CPUs; rounding what a spec records (and then
+# voxelizes) makes a seed give the same spec, and the same file bytes, on every machine.
+SPEC_DIGITS = 9
+
+
+def rounded(value):
+    """``value`` with every float inside (dicts, lists, tuples) rounded to :data:`SPEC_DIGITS`
+    significant digits; other values unchanged."""
+    if isinstance(value, (float, np.floating)):
+        return float(f"{float(value):.{SPEC_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v) for v in value]
+    return value
+
+
+def unit_quaternion(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random rotation as a unit quaternion (x, y, z, w), normalized without BLAS
+    (``math.hypot`` gives the same bits on every CPU)."""
+    quat = rng.normal(size=4)
+    return quat / math.hypot(*quat)
 
 
 # Distances are exact within BAND (field units) of a surface; beyond it they may be lower bounds.
@@ -190,8 +215,7 @@ def draw_spec(seed: int, index: int, family: str | None = None,
     rng = _rng(seed, 1, index)
     params = shapes.family(fam).draw(rng)
     body = shapes.family(fam).build(params)
-    quat = rng.normal(size=4)
-    quat /= np.linalg.norm(quat)
+    quat = unit_quaternion(rng)
     rot = Rotation.from_quat(quat).as_matrix()
     scale = rng.uniform(*EXTENT) / body.diameter()
 
@@ -208,8 +232,9 @@ def draw_spec(seed: int, index: int, family: str | None = None,
     ]
     inner = _draw_inner(rng, knd, body, scale) if knd != "solid" else None
     return ParticleSpec(
-        index=int(index), seed=int(seed), family=fam, kind=knd, params=params,
-        rotation=[float(v) for v in quat], scale=float(scale), center=center, inner=inner,
+        index=int(index), seed=int(seed), family=fam, kind=knd, params=rounded(params),
+        rotation=rounded(quat.tolist()), scale=rounded(scale), center=rounded(center),
+        inner=rounded(inner),
     )
 
 
@@ -279,8 +304,7 @@ def draw_shape(rng: np.random.Generator, family: str, kind: str, extent: float,
         raise ConfigError(f"kind {kind!r} needs a compact family, not {family!r}")
     params = shapes.family(family).draw(rng)
     body = shapes.family(family).build(params)
-    quat = rng.normal(size=4)
-    quat /= np.linalg.norm(quat)
+    quat = unit_quaternion(rng)
     mid, radial, y_lo, y_hi = _footprint(body, Rotation.from_quat(quat).as_matrix())
     scale = min(float(extent) / body.diameter(), FIELD_RADIUS / radial,
                 2 * FIELD_RADIUS / (y_hi - y_lo))
@@ -288,8 +312,8 @@ def draw_shape(rng: np.random.Generator, family: str, kind: str, extent: float,
               float(-scale * mid[1])]
     inner = _draw_inner(rng, kind, body, scale) if kind != "solid" else None
     return ParticleSpec(index=int(index), seed=int(seed), family=family, kind=kind,
-                        params=params, rotation=[float(v) for v in quat], scale=float(scale),
-                        center=center, inner=inner)
+                        params=rounded(params), rotation=rounded(quat.tolist()),
+                        scale=rounded(scale), center=rounded(center), inner=rounded(inner))
 
 
 def world_hull(spec: ParticleSpec) -> tuple[np.ndarray, float]:

@@ -66,6 +66,17 @@ def create(path: Path, n_samples: int, size: int, angles: np.ndarray, elements: 
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_group(NOISY)
+    _stable_provenance(path)
+
+
+def _stable_provenance(path: Path) -> None:
+    """Replace h5netcdf's ``_NCProperties`` (which names the versions of h5netcdf, h5py and
+    HDF5 installed) by one naming the format's writer, so the same command gives the same file
+    bytes whatever those libraries' versions; netCDF-4 readers need only its ``version=2``."""
+    text = f"version=2,{schema.FORMAT_NAME}={schema.FORMAT_VERSION}"
+    with h5py.File(path, "r+") as f:
+        f.attrs["_NCProperties"] = np.array(
+            text, dtype=h5py.string_dtype(encoding="ascii", length=len(text)))
 
 
 def create_noise_group(path: Path, name: str, attrs: dict) -> None:
