@@ -10,6 +10,7 @@ from nanoedx_dataset import (ConfigError, DatasetNotFoundError, OutputExistsErro
                              SchemaError, generate, info, renoise, verify, voxelize)
 from nanoedx_dataset.generation import sample, single
 from nanoedx_dataset.store import schema
+from nanoedx_dataset.simulate.noise import NoiseModel
 
 from conftest import TINY, fail_at_sample
 
@@ -189,7 +190,7 @@ def test_without_os_locks_the_recorded_owner_decides(tmp_path, monkeypatch):
 def test_killed_renoise_work_never_touches_the_file(tmp_path, monkeypatch, tiny_db):
     path = tmp_path / "r.h5"
     path.write_bytes(tiny_db.read_bytes())
-    real, calls = single.add_noise, []
+    real, calls = NoiseModel.sample_elements, []
 
     def third_fails(*args):
         calls.append(1)
@@ -197,7 +198,7 @@ def test_killed_renoise_work_never_touches_the_file(tmp_path, monkeypatch, tiny_
             raise OSError("disk full")
         return real(*args)
 
-    monkeypatch.setattr(single, "add_noise", third_fails)
+    monkeypatch.setattr(NoiseModel, "sample_elements", third_fails)
     with pytest.raises(OSError, match="disk full"):
         renoise(path, 100, 10, progress=False)
     assert path.read_bytes() == tiny_db.read_bytes()

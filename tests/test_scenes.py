@@ -254,3 +254,21 @@ def test_bad_options_name_the_fix():
         GenerationConfig(n=2, size=32, scene=SceneOptions(), backend="blender").validate()
     with pytest.raises(ConfigError, match="not a scene spec"):
         SceneSpec.from_json('{"index": 1}')
+
+
+def test_renoise_of_a_fields_file_follows_its_noise_model(tmp_path):
+    """``renoise`` draws with the file's noise model (mass background, probe blur): at the
+    file's own dose and seed it redraws exactly the counts ``generate`` wrote."""
+    from nanoedx_dataset import renoise
+
+    path = generate(tmp_path / "f.h5", "fields", n=2, size=24, progress=False)
+    tag, more = schema.noise_tag(500.0, 150.0), schema.noise_tag(2000.0, 150.0)
+    with h5py.File(path, "r") as f:
+        before = f[schema.counts_path(tag)][()]
+    renoise(path, 500.0, 150.0, overwrite=True, progress=False)
+    renoise(path, 2000.0, 150.0, progress=False)
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f[schema.counts_path(tag)][()], before)
+        counts, proj = f[schema.counts_path(more)][0], f[schema.PROJECTION][0]
+    lam = NoiseModel(0.5, 1.0).expected(proj, 2000.0, 150.0, mass=proj.sum(0, keepdims=True))
+    assert abs(counts.sum() - lam.sum()) < 5 * np.sqrt(lam.sum())

@@ -93,10 +93,7 @@ def sample_from_occupancy(cfg: GenerationConfig, index: int, occ: np.ndarray, pa
         proj[present] = project(occ_q, cfg.angles)
     t2 = time.perf_counter()
     rng = noise_rng(noise_seed(cfg.seed, cfg.counts, cfg.background), index)
-    model = cfg.noise_model
-    # the mass thickness of each map: the sum of the elements' projections at its angle
-    mass = proj.sum(axis=0, keepdims=True) if model.mass_background > 0 else None
-    noisy = model.sample(proj, cfg.counts, cfg.background, rng, mass=mass)
+    noisy = cfg.noise_model.sample_elements(proj, cfg.counts, cfg.background, rng)
     t3 = time.perf_counter()
     return Sample(index, params, family, kind, volume, proj, noisy,
                   {"project": t2 - t1, "noise": t3 - t2})

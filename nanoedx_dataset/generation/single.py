@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import ConfigError, NanoEDXError, OutputExistsError
-from ..simulate.noise import add_noise, check_dose
+from ..simulate.noise import NoiseModel, check_dose
 from ..store import files, reader, schema, writer
 from ..store.lock import output_lock
 from ..store.schema import ELEMENTS, noise_tag
@@ -381,7 +381,7 @@ def plan_level(path: Path, counts: float, background: float, seed: int | None,
         cfg = reader.config(f)
         level = {"tag": tag, "counts": counts, "background": background,
                  "n": f[schema.PROJECTION].shape[0], "first": reader.first_sample(f),
-                 "exists": tag in reader.noise_levels(f)}
+                 "exists": tag in reader.noise_levels(f), "model": NoiseModel.from_config(cfg)}
     if level["exists"] and not overwrite:
         raise OutputExistsError(f"{path} already has noise level {tag}; pass --overwrite")
     level["seed"] = noise_seed(cfg["seed"], counts, background) if seed is None else int(seed)
@@ -406,8 +406,8 @@ def add_level(path: Path, level: dict, progress: bool = False) -> str:
         ds = f[schema.noisy_path(tmp)][schema.NOISY_FIELD.name]
         for i in tqdm(range(level["n"]), desc=f"renoise {tag}", unit="sample",
                       disable=not progress):
-            ds[i] = add_noise(f[schema.PROJECTION][i], counts, background,
-                              noise_rng(level["seed"], level["first"] + i))
+            ds[i] = level["model"].sample_elements(f[schema.PROJECTION][i], counts, background,
+                                                   noise_rng(level["seed"], level["first"] + i))
         if level["exists"]:
             del f[schema.noisy_path(tag)]
         f.move(schema.noisy_path(tmp), schema.noisy_path(tag))

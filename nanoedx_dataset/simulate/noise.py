@@ -291,3 +291,12 @@ class NoiseModel:
         if self.uniform:
             return add_noise(projection, counts, background, rng)
         return _draw(self.expected(projection, counts, background, mass), rng)
+
+    def sample_elements(self, projection: np.ndarray, counts: float, background: float,
+                        rng: np.random.Generator) -> np.ndarray:
+        """:meth:`sample` of all of one sample's maps, ``projection`` of shape (element,
+        angle, row, col): the mass thickness of each map is the sum of the elements'
+        projections at its angle."""
+        p = np.asarray(projection)
+        mass = p.sum(axis=0, keepdims=True) if self.mass_background > 0 else None
+        return self.sample(p, counts, background, rng, mass=mass)
