@@ -35,4 +35,5 @@ class PretrainedUNet:
 register("unet")(PretrainedUNet("default"))
 register("unet-paper")(PretrainedUNet("unet-paper"))
 register("unet-multidose")(PretrainedUNet("unet-multidose"))
+register("unet-fields")(PretrainedUNet("unet-fields"))
 register_factory("unet:", lambda name, path: Denoiser(name, PretrainedUNet(path), "fixed"))
