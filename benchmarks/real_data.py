@@ -20,23 +20,33 @@ input and an independent remainder; every method denoises the same input and is 
 
 Fitted methods choose their one parameter on the hold-out (half the remainder), per file.
 
+Then, when the file is there (``--qd``, default ``../shared/real/qd_stem_edx.h5`` beside the
+repository), real STEM-EDX maps of quantum dots: every method of ``--qd-methods`` (by name, e.g.
+``unet:model.pt``) scored by the binomial hold-out of each tilt-series map, by even- against
+odd-frame sums, and by the hold-out of the frame sums (``real_qd.py``).
+
 Usage::
 
-    python benchmarks/real_data.py [--cache DIR] [--counts 1000] [--seed 0] [--out DIR]
+    python benchmarks/real_data.py [--cache DIR] [--counts 1000] [--seed 0] [--qd PATH]
+        [--methods ...] [--qd-methods ...] [--out DIR]
 
-Writes ``real_data.md``, ``real_data.json`` and ``real_data.png`` into ``--out``.
+Writes ``real_data.md``, ``real_data.json``, ``real_data.png`` and ``real_data_qd.png`` into
+``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import real_qd  # beside this script
 from scipy.stats import spearmanr
 
 from nanoedx_dataset.errors import MissingExtraError
@@ -49,6 +59,8 @@ WHEEL = "hyperspy==1.7.6"
 FILES = ("30x30_instructively_packed_16bit_compressed.bcf", "bcf_v2_50x50px.bcf")
 METHODS = ("noisy", "gaussian-val", "tv-val", "anscombe-nlm-val", "anscombe-bm3d-val", "unet",
            "unet-multidose")
+QD_METHODS = ("noisy", "gaussian-val", "tv-val", "anscombe-nlm-val", "anscombe-bm3d-val", "unet",
+              "unet-multidose", "unet-fields")
 MIN_FACTOR = 10  # a map needs >= 10x the input's counts: the reference is >= 10x the dose
 MAX_BACKGROUND = 0.7  # fraction of a line window; above it the windows are not trustworthy
 FIGURE_LINES = ("Si_Ka", "Ca_Ka", "Ti_Ka", "P_Ka", "Ag_La")
@@ -77,8 +89,8 @@ def fetch_files(cache: Path) -> list[Path]:
 def element_maps(path: Path, counts: float) -> dict:
     """Integer line maps and their background counts per map, of the usable X-ray lines."""
     try:
-        import hyperspy.api as hs
         import exspy  # noqa: F401 -- registers the EDS signal types with HyperSpy
+        import hyperspy.api as hs
     except ImportError as err:
         raise MissingExtraError('reading .bcf files needs pip install -e ".[hyperspy]"') from err
     s = hs.load(path, select_type="spectrum_image")
@@ -246,7 +258,7 @@ def figure(files, scores, methods, path: Path) -> None:
     fig.suptitle("Real Bruker EDX maps: nMAE vs full counts | hold-out score", fontsize=8)
     fig.tight_layout()
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=130)
+        fig.savefig(tmp, dpi=130, format="png")
     plt.close(fig)
 
 
@@ -256,22 +268,78 @@ def main(argv=None) -> None:
     ap.add_argument("--counts", type=float, default=1000.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--qd", type=Path, default=real_qd.DEFAULT_PATH,
+                    help="the quantum-dot STEM-EDX file (default: ../shared/real/qd_stem_edx.h5 "
+                         "beside the repository); its part is skipped when the file is absent")
+    ap.add_argument("--qd-methods", nargs="+", default=list(QD_METHODS),
+                    help="denoisers for the QD data, by name (unet:MODEL.pt for a model file)")
+    ap.add_argument("--qd-views", type=int, nargs="+", default=None,
+                    help="only these tilt-series views (a quick look; the results use all)")
+    ap.add_argument("--save-raw", type=Path, default=None, help="pickle the scores here")
+    ap.add_argument("--load-raw", type=Path, default=None,
+                    help="write the results from a --save-raw pickle instead of computing")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
-    files = [element_maps(p, args.counts) for p in fetch_files(args.cache)]
-    scores = [score_file(f, args.methods, args.counts, args.seed) for f in files]
-    rows = summary(files, scores, args.methods)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_output(args.out / "real_data.md") as tmp:
-        tmp.write_text(markdown(rows, files, scores, args.counts, args.seed))
-    record = {"counts": args.counts, "seed": args.seed, "rows": rows,
+    if args.load_raw:
+        raw = pickle.loads(args.load_raw.read_bytes())
+    else:
+        start = time.perf_counter()
+        if args.qd.exists():
+            real_qd.resolve(args.qd_methods)  # unknown names: an error before any work
+        files = [element_maps(p, args.counts) for p in fetch_files(args.cache)]
+        scores = [score_file(f, args.methods, args.counts, args.seed) for f in files]
+        bruker_seconds = time.perf_counter() - start
+        qd = None
+        if args.qd.exists():
+            qd = real_qd.run_qd(args.qd, args.qd_methods, args.seed, args.qd_views)
+        else:
+            print(f"{args.qd} not found: the quantum-dot part is skipped (--qd PATH to give it)",
+                  file=sys.stderr)
+        raw = {"files": files, "scores": scores, "qd": qd, "args": vars(args),
+               "seconds": time.perf_counter() - start, "bruker_seconds": bruker_seconds}
+        if args.save_raw:
+            args.save_raw.write_bytes(pickle.dumps(raw))
+    write_results(raw, args.out)
+    print((args.out / "real_data.md").read_text())
+
+
+def bruker_reading(rows, gaussian: str = "gaussian-val", unet: str = "unet") -> str:
+    """The Bruker maps in one sentence: the best method and the U-net against the Gaussian."""
+    r = {row["method"]: row for row in rows}
+    line = f"\nBruker maps (hold-out score, %, no noise estimate): best `{rows[0]['method']}` " \
+           f"({rows[0]['holdout_mean']:.1f})"
+    if unet in r and gaussian in r:
+        line += (f"; the default `{unet}` ({r[unet]['holdout_mean']:.1f}) is behind "
+                 if r[unet]["holdout_mean"] > r[gaussian]["holdout_mean"] else
+                 f"; the default `{unet}` ({r[unet]['holdout_mean']:.1f}) is ahead of ")
+        line += f"`{gaussian}` ({r[gaussian]['holdout_mean']:.1f})"
+    return line + ".\n"
+
+
+def write_results(raw: dict, out: Path) -> None:
+    """real_data.md, .json and .png (+ real_data_qd.png) from the computed scores."""
+    a = raw["args"]
+    files, scores = raw["files"], raw["scores"]
+    rows = summary(files, scores, a["methods"])
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(rows, files, scores, a["counts"], a["seed"])
+    record = {"counts": a["counts"], "seed": a["seed"], "rows": rows,
               "files": [{k: v for k, v in f.items() if k != "maps"} | {
                   "scores": s["methods"],
-                  "reference_floor": s["floor"], "q": s["q"]} for f, s in zip(files, scores)]}
-    with atomic_output(args.out / "real_data.json") as tmp:
+                  "reference_floor": s["floor"], "q": s["q"]} for f, s in zip(files, scores)],
+              "seconds": raw["seconds"], "bruker_seconds": raw["bruker_seconds"]}
+    if raw["qd"] is not None:
+        summ = real_qd.summarize(raw["qd"], a["qd_methods"])
+        text = (real_qd.markdown_head(raw, summ) + bruker_reading(rows) + "\n"
+                + text.replace("# ", "## ", 1) + "\n" + real_qd.markdown(raw, summ))
+        record["qd"] = real_qd.record(raw["qd"], summ)
+        real_qd.figure(raw["qd"], a["qd_methods"], out / "real_data_qd.png",
+                       real_qd.load_qd(a["qd"], a["qd_views"])["tilt"])
+    with atomic_output(out / "real_data.md") as tmp:
+        tmp.write_text(text)
+    with atomic_output(out / "real_data.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
-    figure(files, scores, args.methods, args.out / "real_data.png")
-    print((args.out / "real_data.md").read_text())
+    figure(files, scores, a["methods"], out / "real_data.png")
 
 
 if __name__ == "__main__":
