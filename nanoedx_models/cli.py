@@ -30,6 +30,12 @@ def _counts(text: str):
     return tuple(values) if sep else values[0]
 
 
+def _backgrounds(text: str):
+    """``B`` or ``B1,B2,...`` (one per element): non-negative counts per map."""
+    values = [NONNEGATIVE(v) for v in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
 def _names(text: str | None) -> list[str] | None:
     return [e.strip() for e in text.split(",") if e.strip()] if text else None
 
@@ -85,7 +91,10 @@ def _denoise_files(a) -> None:
         check_memory(pixels * batch * 30 * net.config.get("base", 16) + series.data.size * 16,
                      f"denoising {series.data.shape[1]} maps of {series.data.shape[-2]} x "
                      f"{series.data.shape[-1]} pixels", "crop or bin the maps first")
-    out = denoise_series(series, model=a.model, device=a.device)
+    if isinstance(a.background, list) and len(a.background) != len(series.elements):
+        raise ConfigError(f"--background gives {len(a.background)} values for "
+                          f"{len(series.elements)} elements: give one number, or one per element")
+    out = denoise_series(series, model=a.model, device=a.device, background=a.background)
     if not np.all(np.isfinite(out.data)):
         raise ConfigError(f"the model {a.model or 'default'} returned NaN or infinite values; "
                           "the model file is damaged or unfit for these maps: retrain it")
@@ -332,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="pretrained name or model file (default: embedded model)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto takes the GPU when there is one")
+    p.add_argument("--background", type=_backgrounds, default=0.0, metavar="B[,B2,...]",
+                   help="background counts per map (the whole map), one number or one per "
+                   "element: each output map then sums to its input's counts minus B (default "
+                   "0: to the input's whole total)")
     p.set_defaults(func=_denoise_files)
     p = _series_parser(
         sub, "reconstruct", "EM reconstruction of a (denoised) tilt series",

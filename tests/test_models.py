@@ -150,6 +150,20 @@ def test_denoise_checks_its_input(tmp_path):
             denoise(bad, model=net)
 
 
+def test_denoise_conserves_the_counts_less_the_background():
+    net = UNet(depth=2, base=4)
+    maps = np.random.default_rng(0).poisson(3.0, (3, 16, 16))
+    totals = maps.sum(axis=(1, 2))
+    np.testing.assert_allclose(denoise(maps, model=net).sum(axis=(1, 2)), totals, rtol=1e-5)
+    out = denoise(maps, model=net, background=[10.0, 20.0, 1e6])
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), [totals[0] - 10, totals[1] - 20, 0],
+                               rtol=1e-5)
+    assert out.min() >= 0
+    for bad in (-1.0, [1.0, 2.0], np.nan):
+        with pytest.raises(ConfigError, match="background must be"):
+            denoise(maps, model=net, background=bad)
+
+
 def test_gaussian_oracle_finds_the_best_width():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:48, :48]

@@ -29,10 +29,12 @@ class PretrainedUNet:
 
         if self.net is None:
             self.net = load_pretrained(self.name)[0]
-        return denoise(counts, model=self.net, device="cpu").astype(np.float64)
+        return denoise(counts, model=self.net, device="cpu",
+                       background=background).astype(np.float64)
 
 
 register("unet")(PretrainedUNet("default"))
 register("unet-paper")(PretrainedUNet("unet-paper"))
 register("unet-multidose")(PretrainedUNet("unet-multidose"))
+register("unet-fields")(PretrainedUNet("unet-fields"))
 register_factory("unet:", lambda name, path: Denoiser(name, PretrainedUNet(path), "fixed"))

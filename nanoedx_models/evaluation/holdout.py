@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.simulate.noise import check_dose
 
-from ..data.counts import check_counts
+from ..data.counts import check_backgrounds, check_counts
 from ..denoisers import DENOISERS, Denoiser, denoiser
 from ..denoisers.registry import FIT_XATOL, apply
 
@@ -242,11 +242,7 @@ def _backgrounds(background, n_maps: int, q: np.ndarray) -> np.ndarray:
     """Background counts per input map: ``q * B`` (0 for None)."""
     if background is None:
         return np.zeros(n_maps)
-    b = np.asarray(background, np.float64).ravel()
-    if b.size not in (1, n_maps) or not np.all(np.isfinite(b)) or np.any(b < 0):
-        raise ConfigError(f"background must be one number or one per map ({n_maps}) of "
-                          f"non-negative counts per map, got {background!r}")
-    return np.broadcast_to(b, (n_maps,)) * q
+    return check_backgrounds(background, (n_maps,)) * q
 
 
 def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=None,
