@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.simulate.noise import downsample_counts
 
-from .data.counts import check_backgrounds, check_counts
+from .data.counts import check_counts, series_backgrounds
 from .data.tiltio import Series
 from .denoisers.inference import denoise
 from .reconstruction.em import reconstruct
@@ -31,18 +31,6 @@ def thin(series: Series, counts: float, seed: int = 0) -> Series:
     low = downsample_counts(series.data, counts, seed=seed)
     meta = dict(series.metadata, downsampled_to_counts=float(counts), downsample_seed=seed)
     return Series(low, series.elements, series.angles, meta, series.format)
-
-
-def series_backgrounds(background, shape: tuple[int, int]) -> np.ndarray:
-    """Background counts per map of a series, shape (element, angle).
-
-    ``background`` is one number, one per element (a sequence of that length) or one per map
-    (element, angle), in counts of the whole map.
-    """
-    b = np.asarray(background, np.float64)
-    if b.ndim == 1 and b.size == shape[0]:
-        b = b[:, None]
-    return check_backgrounds(b, shape)
 
 
 def denoise_series(series: Series, model=None, device: str = "auto",

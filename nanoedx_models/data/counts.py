@@ -53,3 +53,15 @@ def check_backgrounds(background, shape: tuple[int, ...]) -> np.ndarray:
         raise ConfigError(f"background must be finite, non-negative counts per map, got "
                           f"{background!r}")
     return b
+
+
+def series_backgrounds(background, shape: tuple[int, int]) -> np.ndarray:
+    """Background counts per map of a series, shape (element, angle).
+
+    ``background`` is one number, one per element (a sequence of that length) or one per map
+    (element, angle), in counts of the whole map.
+    """
+    b = np.asarray(background, np.float64)
+    if b.ndim == 1 and b.size == shape[0]:
+        b = b[:, None]
+    return check_backgrounds(b, shape)
