@@ -397,14 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="auto: score the --candidates on your maps by the binomial "
                    "hold-out, per element, and apply the best (the table goes to stderr); or "
                    "one denoiser by name (a fitted one gets its parameter from the hold-out); "
-                   "default: the U-net of --model")
+                   "runs on the CPU; default: the U-net of --model")
     p.add_argument("--candidates", help="comma-separated denoisers for --method auto, simplest "
                    "first (ties go to the earlier); default: gaussian-val, anscombe-bm3d-val, "
                    "unet, unet-multidose, unet-fields; unet:MODEL.pt for a model file")
     p.add_argument("--holdout-counts", type=POSITIVE, metavar="C",
                    help="counts per hold-out input map (default: half the smallest map's)")
     p.add_argument("--repeats", type=COUNT, default=1,
-                   help="binomial splits per map for --method (seeds --seed, --seed + 1, ...)")
+                   help="binomial splits per map for --method (default 1; seeds --seed, "
+                   "--seed + 1, ...)")
     p.add_argument("--report", help="with --method: also write the scores as JSON (.json)")
     p.set_defaults(func=_denoise_files)
     p = _series_parser(
