@@ -3,8 +3,9 @@
 Consumes the database written by :mod:`nanoedx_dataset` (never the other way round):
 torch Datasets (:class:`EDXMaps`, :class:`TiltSeries`), the U-net (:class:`UNet`),
 :func:`train`, :func:`denoise`, :func:`load_pretrained`, :func:`reconstruct`,
-:func:`benchmark`, and the ground-truth-free scores of denoisers on a user's own maps
-(:func:`evaluate_holdout`, :func:`evaluate_methods`).
+:func:`benchmark`, the ground-truth-free scores of denoisers on a user's own maps
+(:func:`evaluate_holdout`, :func:`evaluate_methods`) and the denoiser they choose there
+(:func:`auto_denoise`).
 
 Laid out by stage: ``data`` (torch Datasets, a user's files), ``denoisers`` (registry,
 classical, U-net, model files, pretrained models, inference), ``training``, ``reconstruction``
@@ -20,6 +21,7 @@ _PUBLIC = {
     "EDXMaps": "data.datasets", "TiltSeries": "data.datasets", "normalize": "data.datasets",
     "denormalize": "data.datasets", "evaluate_holdout": "evaluation.holdout",
     "evaluate_methods": "evaluation.holdout", "benchmark": "evaluation.benchmark",
+    "auto_denoise": "evaluation.auto",
     "nmae": "evaluation.metrics", "denoise": "denoisers.inference",
     "load_model": "denoisers.modelfile", "save_model": "denoisers.modelfile",
     "load_pretrained": "denoisers.pretrained", "UNet": "denoisers.unet",

@@ -30,6 +30,12 @@ def _counts(text: str):
     return tuple(values) if sep else values[0]
 
 
+def _backgrounds(text: str):
+    """``B`` or ``B1,B2,...`` (one per element): non-negative counts per map."""
+    values = [NONNEGATIVE(v) for v in text.split(",")]
+    return values[0] if len(values) == 1 else values
+
+
 def _names(text: str | None) -> list[str] | None:
     return [e.strip() for e in text.split(",") if e.strip()] if text else None
 
@@ -75,9 +81,15 @@ def _denoise_files(a) -> None:
     from .experimental import denoise_series
     from .reconstruction.em import check_memory
 
+    if a.method is not None:
+        return _denoise_by_method(a)
+    if a.candidates or a.report:
+        raise ConfigError(f"{'--candidates' if a.candidates else '--report'} is for --method "
+                          "auto (or --method NAME)")
     guard_outputs([a.out, a.save_thinned], _series_inputs(a), a.overwrite)
     _check_formats(a.out, a.save_thinned)
     series = _read(a)
+    _check_background(a, series)
     net, _ = load_pretrained(a.model or "default")  # a bad model file: an error before work
     if a.device != "cuda":
         batch = min(16, series.data.shape[1])
@@ -85,13 +97,56 @@ def _denoise_files(a) -> None:
         check_memory(pixels * batch * 30 * net.config.get("base", 16) + series.data.size * 16,
                      f"denoising {series.data.shape[1]} maps of {series.data.shape[-2]} x "
                      f"{series.data.shape[-1]} pixels", "crop or bin the maps first")
-    out = denoise_series(series, model=a.model, device=a.device)
+    out = denoise_series(series, model=a.model, device=a.device, background=a.background)
     if not np.all(np.isfinite(out.data)):
         raise ConfigError(f"the model {a.model or 'default'} returned NaN or infinite values; "
                           "the model file is damaged or unfit for these maps: retrain it")
     if a.save_thinned:
         print(write_series(a.save_thinned, series))
     print(write_series(a.out, out))
+
+
+def _check_background(a, series) -> None:
+    if isinstance(a.background, list) and len(a.background) != len(series.elements):
+        raise ConfigError(f"--background gives {len(a.background)} values for "
+                          f"{len(series.elements)} elements: give one number, or one per element")
+
+
+def _denoise_by_method(a) -> None:
+    """``denoise --method auto`` (or one named method): chosen and scored by the hold-out."""
+    from .data.tiltio import write_series
+    from .evaluation.auto import auto_series
+    from .evaluation.holdout import resolve_methods
+    from nanoedx_dataset.store.files import atomic_output
+
+    if a.model:
+        raise ConfigError("--model is for the U-net without --method; with --method give a "
+                          "model file as unet:PATH (in --candidates for auto)")
+    if a.candidates and a.method != "auto":
+        raise ConfigError("--candidates is for --method auto")
+    if a.report and Path(a.report).suffix != ".json":
+        raise ConfigError(f"--report must be a .json file, got {a.report}")
+    candidates = _names(a.candidates) if a.method == "auto" else [a.method]
+    models = [_model_input(c) for c in candidates or []]
+    guard_outputs([a.out, a.save_thinned, a.report], [*_series_inputs(a), *models], a.overwrite)
+    _check_formats(a.out, a.save_thinned)
+    if candidates:
+        resolve_methods(candidates)  # unknown names, oracles, bad model files: before work
+    series = _read(a)
+    _check_background(a, series)
+    out, reports = auto_series(series, candidates, counts=a.holdout_counts, seed=a.seed,
+                               background=a.background, repeats=a.repeats)
+    for name, report in reports.items():
+        print(f"\n{name}: {report.table()}", file=sys.stderr)
+    if a.report:
+        with atomic_output(Path(a.report)) as tmp:
+            tmp.write_text(json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=1,
+                                      default=float) + "\n")
+    if a.save_thinned:
+        print(write_series(a.save_thinned, series))
+    print(write_series(a.out, out))
+    if a.report:
+        print(a.report)
 
 
 def _reconstruct_files(a) -> None:
@@ -132,7 +187,8 @@ def _series_parser(sub, name: str, help: str, description: str, what: str, outpu
     p.add_argument("--downsample-counts", type=POSITIVE, metavar="C",
                    help="first thin every map to C counts: Poisson(x C / sum x), to try a "
                    "low dose on high-dose data (C at most each map's counts)")
-    p.add_argument("--seed", type=SEED, default=0, help="seed of --downsample-counts")
+    p.add_argument("--seed", type=SEED, default=0,
+                   help="seed of --downsample-counts (and of denoise --method's hold-out)")
     p.add_argument("--save-thinned", help="also write the thinned series here")
     p.set_defaults(_inputs=("input",), _fix="check that each input is a readable tilt series "
                    "(or --angles file) of the format its extension names")
@@ -323,15 +379,34 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_cli.add_commands(sub)
     _add_train(sub)
     p = _series_parser(
-        sub, "denoise", "denoise a tilt series of EDX count maps with a U-net",
+        sub, "denoise", "denoise a tilt series of EDX count maps (U-net, or --method auto)",
         "Denoise every map (angle, row, col) of one or more elements; writes expected signal "
-        "counts (background removed) as TIFF, NPY or HDF5 by the output's extension, keeping "
-        "angles, element names and metadata where the format can hold them.",
+        "counts (background removed; each map totals its counts minus --background) as TIFF, "
+        "NPY or HDF5 by the output's extension, keeping angles, element names and metadata "
+        "where the format can hold them. --method auto scores denoisers on the maps "
+        "themselves (binomial hold-out, per element) and applies the best.",
         "raw count maps (angle, row, col) or (element, angle, row, col)",
         "denoised series: .tif, .npy or .h5")
     p.add_argument("--model", help="pretrained name or model file (default: embedded model)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto takes the GPU when there is one")
+    p.add_argument("--background", type=_backgrounds, default=0.0, metavar="B[,B2,...]",
+                   help="background counts per map (the whole map), one number or one per "
+                   "element: each output map then sums to its input's counts minus B (default "
+                   "0: to the input's whole total)")
+    p.add_argument("--method", help="auto: score the --candidates on your maps by the binomial "
+                   "hold-out, per element, and apply the best (the table goes to stderr); or "
+                   "one denoiser by name (a fitted one gets its parameter from the hold-out); "
+                   "runs on the CPU; default: the U-net of --model")
+    p.add_argument("--candidates", help="comma-separated denoisers for --method auto, simplest "
+                   "first (ties go to the earlier); default: gaussian-val, anscombe-bm3d-val, "
+                   "unet, unet-multidose, unet-fields; unet:MODEL.pt for a model file")
+    p.add_argument("--holdout-counts", type=POSITIVE, metavar="C",
+                   help="counts per hold-out input map (default: half the smallest map's)")
+    p.add_argument("--repeats", type=COUNT, default=1,
+                   help="binomial splits per map for --method (default 1; seeds --seed, "
+                   "--seed + 1, ...)")
+    p.add_argument("--report", help="with --method: also write the scores as JSON (.json)")
     p.set_defaults(func=_denoise_files)
     p = _series_parser(
         sub, "reconstruct", "EM reconstruction of a (denoised) tilt series",

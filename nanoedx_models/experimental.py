@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.simulate.noise import downsample_counts
 
-from .data.counts import check_counts
+from .data.counts import check_counts, series_backgrounds
 from .data.tiltio import Series
 from .denoisers.inference import denoise
 from .reconstruction.em import reconstruct
@@ -34,7 +34,7 @@ def thin(series: Series, counts: float, seed: int = 0) -> Series:
 
 
 def denoise_series(series: Series, model=None, device: str = "auto",
-                   progress: bool = True) -> Series:
+                   progress: bool = True, background=0.0) -> Series:
     """Denoise every map of every element with a U-net (expected signal counts, float32).
 
     Parameters
@@ -45,12 +45,17 @@ def denoise_series(series: Series, model=None, device: str = "auto",
         As :func:`nanoedx_models.denoise` (default: the embedded model).
     device : {"auto", "cpu", "cuda"}
     progress : bool
+    background : float or array-like of shape (element,) or (element, angle)
+        Background counts of each map (the whole map): each output map's total is its input's
+        total minus this, clipped at zero. Default 0 keeps the whole input total.
     """
     check_counts(series.data)
+    b = series_backgrounds(background, series.data.shape[:2])
     out = np.empty(series.data.shape, np.float32)
     for e in tqdm(range(len(series.elements)), desc="denoise", disable=not progress):
-        out[e] = denoise(series.data[e], model=model, device=device)
-    meta = dict(series.metadata, denoised_with=str(model or "default"))
+        out[e] = denoise(series.data[e], model=model, device=device, background=b[e])
+    meta = dict(series.metadata, denoised_with=str(model or "default"),
+                background_counts=b.tolist())
     return Series(out, series.elements, series.angles, meta, series.format)
 
 

@@ -43,7 +43,8 @@ def test_runner_writes_both_files_and_figures(board):
     assert on_disk["seed"] == 0 and on_disk["package_version"]
     for row in on_disk["rows"]:
         assert set(row) >= {"method", "nmae2d_mean", "nmae2d_std", "nmae3d_mean", "nmae3d_std",
-                            "seconds_per_map"}
+                            "bias2d_mean", "bias2d_std", "bias3d_mean", "bias3d_std",
+                            "bias2d", "bias3d", "seconds_per_map"}
     table = (out / "leaderboard.md").read_text()
     assert table.count("| ok |") == len(GOOD) and table.count("failed") == len(BROKEN)
     for name in ("leaderboard_2d", "leaderboard_3d", "leaderboard_maps",
@@ -61,6 +62,29 @@ def test_scores_rank_the_methods(board):
     for dim in ("2d", "3d"):
         assert rows["gaussian-oracle"][f"nmae{dim}_mean"] < rows["noisy"][f"nmae{dim}_mean"]
     assert rows["gaussian-val"]["parameter"] > 0.05
+
+
+def test_bias_columns_are_signed_totals_near_zero_for_conserving_methods(board, tiny_db):
+    from nanoedx_models import EDXMaps
+    from nanoedx_models.evaluation.metrics import MEASURES, bias
+
+    rows = {r["method"]: r for r in board[0]["rows"]}
+    maps = EDXMaps(tiny_db, "test")
+    for name in GOOD:  # every output sums to its counts less the background
+        r = rows[name]
+        assert len(r["bias2d"]) == 2 and len(r["bias3d"]) == 2
+        assert r["bias2d_mean"] == pytest.approx(np.mean(r["bias2d"]))
+        for b, i in zip(r["bias2d"], range(len(maps))):  # the Poisson noise of the total only
+            x, truth, _, _ = maps.raw(i)
+            assert abs(b) < 5 * 100 * np.sqrt(x.sum()) / truth.sum() + 1
+        assert abs(r["bias3d_mean"]) < 10
+    assert bias([2.0, 2.0], [1.0, 2.0]) == pytest.approx(100 / 3)
+    assert bias([0.5, 1.0], [1.0, 2.0]) == pytest.approx(-50)
+    assert MEASURES["bias"].key(-3.0) == MEASURES["bias"].key(3.0) > MEASURES["bias"].key(-1)
+    assert MEASURES["nmae"].best == "lower" and MEASURES["bias"].best == "zero"
+    table = (board[1] / "leaderboard.md").read_text()
+    assert "| 2D bias | 3D bias |" in table and "best at 0" in table
+    assert f"{rows['noisy']['bias2d_mean']:+.1f} ±" in table
 
 
 def test_failed_denoisers_are_reported_in_their_rows(board):

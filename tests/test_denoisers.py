@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nanoedx_dataset import ConfigError, DatasetNotFoundError
-from nanoedx_models import EDXMaps
+from nanoedx_models import EDXMaps, TiltSeries
 from nanoedx_models.denoisers import DENOISERS, anscombe, denoiser, inverse_anscombe, register
 from nanoedx_models.evaluation.metrics import nmae
 
@@ -21,7 +21,7 @@ def maps():
 
 def test_registry_holds_the_benchmark_methods():
     for name in ("noisy", "gaussian-oracle", "tv-oracle", "gaussian-val", "tv-val",
-                 "anscombe-nlm-val", "anscombe-bm3d-val", "unet", "unet-multidose"):
+                 "anscombe-nlm-val", "anscombe-bm3d-val", "unet", "unet-multidose", "unet-fields"):
         assert name in DENOISERS
 
 
@@ -39,6 +39,53 @@ def test_every_denoiser_beats_the_noisy_floor(maps, name):
     assert all(o.shape == x.shape and o.min() >= 0 for o, x in zip(out, noisy))
     floor = np.mean([nmae(denoiser("noisy")(x, b), g) for x, g in zip(noisy, truth)])
     assert np.mean([nmae(o, g) for o, g in zip(out, truth)]) < floor / 2
+
+
+@pytest.fixture(scope="module")
+def element_maps():
+    """Four maps of each element of the mini release's test series: {element: (x, truth, b)}."""
+    ts, out = TiltSeries("mini", "test"), {}
+    for i in range(len(ts)):
+        item = ts[i]
+        if item["element"] not in out:
+            out[item["element"]] = (item["noisy"][::4].astype(np.float64),
+                                    item["target"][::4], float(item["background"]))
+    assert len(out) == 2  # core and shell
+    return out
+
+
+def _parameter(d):
+    """A parameter inside a method's bounds (conservation does not depend on it)."""
+    return float(np.sqrt(d.bounds[0] * d.bounds[1])) if d.bounds else d.default
+
+
+@pytest.mark.parametrize("name", [n for n in DENOISERS if n not in UNTRAINED])
+def test_outputs_conserve_the_expected_signal(element_maps, name):
+    d = denoiser(name)
+    p = _parameter(d) if d.mode == "fitted" else None
+    for element, (noisy, truth, b) in element_maps.items():
+        out = np.array([d(x, b, p, truth=g) for x, g in zip(noisy, truth)])
+        expected = np.maximum(noisy.sum(axis=(1, 2)) - b, 0)
+        np.testing.assert_allclose(out.sum(axis=(1, 2)), expected, rtol=0.02)  # per map
+        assert out.sum() == pytest.approx(expected.sum(), rel=0.02), element  # per element
+        # against the truth the totals are off by the Poisson noise of the counts only
+        assert out.sum() == pytest.approx(truth.sum(), rel=0.05), element
+        raw = np.array([d.fn(x, _parameter(d), b) for x in noisy])
+        assert not np.any((out < 0) & (raw >= 0)), "negative values where there were none"
+    zero = np.zeros((32, 32))
+    np.testing.assert_array_equal(d(zero, 0.0, p, truth=zero), 0.0)
+    x = noisy[0]
+    np.testing.assert_array_equal(d(x, x.sum() + 1.0, p, truth=truth[0]), 0.0)  # B > counts
+
+
+def test_conserve_rescales_and_keeps_zeros_and_signs():
+    from nanoedx_models.denoisers.registry import conserve
+
+    counts = np.array([[3.0, 1.0], [0.0, 6.0]])
+    out = conserve(np.array([[1.0, 0.0], [0.0, 1.0]]), counts, background=2.0)
+    np.testing.assert_allclose(out, [[4.0, 0.0], [0.0, 4.0]])  # 10 counts - 2 background
+    np.testing.assert_array_equal(conserve(np.zeros((2, 2)), counts, 0.0), 0.0)
+    np.testing.assert_array_equal(conserve(np.ones((2, 2)), counts, 20.0), 0.0)
 
 
 def test_an_untrained_model_says_why(maps):

@@ -86,6 +86,21 @@ def test_denoise_then_reconstruct_beats_the_raw_reconstruction(experiment, tmp_p
     assert scores["denoised"] < 0.75 * scores["raw"], scores
 
 
+def test_denoise_background_sets_each_elements_total(experiment, tmp_path, capsys):
+    _, high = experiment
+    np.save(tmp_path / "exp.npy", high[:, :4])
+    out = tmp_path / "den.h5"
+    assert main(["denoise", str(tmp_path / "exp.npy"), "--element", "Ag,Au",
+                 "--background", "300,5000", "-o", str(out)]) == 0
+    den = read_series(out)
+    expected = high[:, :4].sum(axis=(2, 3)) - np.array([[300.0], [5000.0]])
+    np.testing.assert_allclose(den.data.sum(axis=(2, 3)), expected, rtol=1e-4)
+    assert main(["denoise", str(tmp_path / "exp.npy"), "--background", "1,2,3", "-o",
+                 str(tmp_path / "bad.h5")]) == 2
+    assert "3 values for 2 elements" in capsys.readouterr().err
+    assert not (tmp_path / "bad.h5").exists()
+
+
 def test_formats_round_trip(tmp_path):
     data = np.random.default_rng(1).poisson(4.0, (2, 5, 8, 8)).astype(np.uint16)
     series = Series(data, ["Au", "Ag"], np.linspace(-60, 60, 5), {"note": "x"})

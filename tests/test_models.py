@@ -9,7 +9,7 @@ from nanoedx_models import (EDXMaps, TiltSeries, UNet, denoise, denormalize, loa
                             normalize, save_model, train)
 from nanoedx_models.training import loop as train_module
 from nanoedx_models.denoisers.classical import gaussian
-from nanoedx_models.denoisers.registry import oracle
+from nanoedx_models.denoisers.registry import conserve, oracle
 from nanoedx_models.evaluation.metrics import nmae
 
 
@@ -150,13 +150,28 @@ def test_denoise_checks_its_input(tmp_path):
             denoise(bad, model=net)
 
 
+def test_denoise_conserves_the_counts_less_the_background():
+    net = load_pretrained("default")[0]  # an untrained net may put out zeros: nothing to scale
+    maps = np.random.default_rng(0).poisson(3.0, (3, 16, 16))
+    totals = maps.sum(axis=(1, 2))
+    np.testing.assert_allclose(denoise(maps, model=net).sum(axis=(1, 2)), totals, rtol=1e-5)
+    out = denoise(maps, model=net, background=[10.0, 20.0, 1e6])
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), [totals[0] - 10, totals[1] - 20, 0],
+                               rtol=1e-5)
+    assert out.min() >= 0
+    for bad in (-1.0, [1.0, 2.0], np.nan):
+        with pytest.raises(ConfigError, match="background must be"):
+            denoise(maps, model=net, background=bad)
+
+
 def test_gaussian_oracle_finds_the_best_width():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:48, :48]
     truth = 5 * np.exp(-((yy - 24) ** 2 + (xx - 20) ** 2) / 60.0)
     noisy = rng.poisson(truth + 0.1)
     best, sigma = oracle(gaussian, noisy, truth, (0.05, 20.0), background=0.1 * truth.size)
-    grid = [np.abs(gaussian(noisy, s, 0.1 * truth.size) - truth).mean()
+    b = 0.1 * truth.size
+    grid = [np.abs(conserve(gaussian(noisy, s, b), noisy, b) - truth).mean()  # as delivered
             for s in np.linspace(0.1, 10, 400)]
     assert np.abs(best - truth).mean() <= min(grid) + 1e-3
     assert nmae(best, truth) < nmae(np.maximum(noisy - 0.1, 0), truth)

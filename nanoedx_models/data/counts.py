@@ -36,3 +36,32 @@ def check_counts(maps) -> np.ndarray:
     x = np.asarray(maps)
     x = check_count_maps(x.reshape((-1,) + x.shape[-2:]) if x.ndim > 3 else x, whole=True)
     return x.reshape((-1,) + x.shape[-2:]).astype(np.int64)
+
+
+def check_backgrounds(background, shape: tuple[int, ...]) -> np.ndarray:
+    """Background counts per map, broadcast to ``shape`` (the maps' leading dimensions).
+
+    ``background`` is one number or an array that broadcasts to ``shape``, finite and
+    non-negative (counts per map); anything else is a :class:`ConfigError`.
+    """
+    try:
+        b = np.broadcast_to(np.asarray(background, np.float64), shape)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"background must be one number or one per map {shape} in counts "
+                          f"per map, got {background!r}") from err
+    if not np.all(np.isfinite(b)) or np.any(b < 0):
+        raise ConfigError(f"background must be finite, non-negative counts per map, got "
+                          f"{background!r}")
+    return b
+
+
+def series_backgrounds(background, shape: tuple[int, int]) -> np.ndarray:
+    """Background counts per map of a series, shape (element, angle).
+
+    ``background`` is one number, one per element (a sequence of that length) or one per map
+    (element, angle), in counts of the whole map.
+    """
+    b = np.asarray(background, np.float64)
+    if b.ndim == 1 and b.size == shape[0]:
+        b = b[:, None]
+    return check_backgrounds(b, shape)

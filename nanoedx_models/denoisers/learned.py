@@ -29,7 +29,8 @@ class PretrainedUNet:
 
         if self.net is None:
             self.net = load_pretrained(self.name)[0]
-        return denoise(counts, model=self.net, device="cpu").astype(np.float64)
+        return denoise(counts, model=self.net, device="cpu",
+                       background=background).astype(np.float64)
 
 
 register("unet")(PretrainedUNet("default"))

@@ -9,6 +9,12 @@ has at most one parameter, set in one of three ways:
 * ``fitted`` -- once, by Brent minimization of the mean MAE over validation maps (what a user can
   really do).
 
+Every output is rescaled to conserve counts (:func:`conserve`): its total is the input's total
+minus the background, because elemental ratios are quantified from these sums. The scale is
+applied after the method, inside :meth:`Denoiser.__call__`, so the benchmark, the hold-out
+score and a user's denoising all see it; an oracle's and a fitted method's parameter are chosen
+on the conserved output (the MAE they minimize is that of what the method returns).
+
 Adding one is one decorated function::
 
     @register("median-val", mode="fitted", bounds=(1, 9))
@@ -27,20 +33,50 @@ from scipy.optimize import minimize_scalar
 
 from nanoedx_dataset.errors import ConfigError
 
+def conserve(output: np.ndarray, counts: np.ndarray, background: float = 0.0) -> np.ndarray:
+    """Rescale a denoised map so that its total is the input's expected signal.
+
+    Parameters
+    ----------
+    output : ndarray, shape (row, col)
+        Expected signal counts from a denoiser (non-negative where it was).
+    counts : ndarray, shape (row, col)
+        The raw counts it was computed from (background included).
+    background : float
+        Background counts of the whole map (the registry's ``background``, not per pixel).
+
+    Returns
+    -------
+    ndarray, shape (row, col), float64
+        ``output * max(sum(counts) - background, 0) / sum(output)``: one non-negative factor,
+        so zeros stay zero and no sign changes. An output that sums to zero (or less) cannot be
+        rescaled and is returned as it is.
+    """
+    out = np.asarray(output, np.float64)
+    total = float(out.sum())
+    if not np.isfinite(total) or total <= 0.0:
+        return out
+    target = max(float(np.asarray(counts, np.float64).sum()) - float(background), 0.0)
+    return out * (target / total)
+
+
 def oracle(method, counts: np.ndarray, truth: np.ndarray, bounds: tuple[float, float],
            background: float = 0.0, xatol: float = 1e-3) -> tuple[np.ndarray, float]:
     """Best-case output of ``method(counts, p, background)`` over its parameter ``p``.
 
-    Minimizes the mean absolute error against ``truth`` with Brent's bounded method on
-    ``log(p)``; returns the denoised map and the parameter found.
+    Minimizes the mean absolute error of the conserved output (:func:`conserve`) against
+    ``truth`` with Brent's bounded method on ``log(p)``; returns that output and the parameter.
     """
+    def run(p: float) -> np.ndarray:
+        return conserve(method(counts, p, background), counts, background)
+
     def mae(logp: float) -> float:
-        return float(np.abs(method(counts, np.exp(logp), background) - truth).mean())
+        return float(np.abs(run(np.exp(logp)) - truth).mean())
 
     res = minimize_scalar(mae, bounds=np.log(bounds), method="bounded",
                           options={"xatol": xatol})
     p = float(np.exp(res.x))
-    return method(counts, p, background), p
+    return run(p), p
 
 
 class DenoiserFailed(RuntimeError):
@@ -82,7 +118,11 @@ class Denoiser:
 
     def __call__(self, counts: np.ndarray, background: float, parameter: float | None = None,
                  truth: np.ndarray | None = None) -> np.ndarray:
-        """Denoise one map; ``truth`` is required for an oracle, ``parameter`` for fitted."""
+        """Denoise one map; ``truth`` is required for an oracle, ``parameter`` for fitted.
+
+        The output conserves counts (:func:`conserve`): its total is ``sum(counts) -
+        background``, clipped at zero.
+        """
         x = np.asarray(counts, np.float64)
         if self.mode == "oracle":
             if truth is None:
@@ -90,7 +130,8 @@ class Denoiser:
             return oracle(self.fn, x, truth, self.bounds, background, xatol=1e-2)[0]
         if self.mode == "fitted" and parameter is None:
             raise ConfigError(f"{self.name} needs its parameter: call .fit() on validation maps")
-        return self.fn(x, parameter if parameter is not None else self.default, background)
+        p = parameter if parameter is not None else self.default
+        return conserve(self.fn(x, p, background), x, background)
 
 
 DENOISERS: dict[str, Denoiser] = {}
@@ -99,7 +140,8 @@ DENOISERS: dict[str, Denoiser] = {}
 def _mae(job) -> float:
     """Mean absolute error of one denoised validation map (a picklable unit of ``fit``)."""
     name, x, g, p, background = job
-    return float(np.abs(DENOISERS[name].fn(np.asarray(x, np.float64), p, background) - g).mean())
+    x = np.asarray(x, np.float64)
+    return float(np.abs(conserve(DENOISERS[name].fn(x, p, background), x, background) - g).mean())
 
 
 def register(name: str, *, mode: str = "fixed", bounds=None, default=None):

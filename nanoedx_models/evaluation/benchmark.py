@@ -3,7 +3,9 @@
 2D: one map per structure of a split (a present element and an angle fixed by the seed), each
 denoised and scored by nMAE against its expected signal. 3D: every map of each structure's noisy
 tilt series denoised, then 15 EM iterations, scored by nMAE against the reference volume scaled
-to the same total (DESIGN.md); a structure's score is the mean over its elements. Fitted methods
+to the same total (DESIGN.md); a structure's score is the mean over its elements. Beside each
+nMAE, the signed bias of the total (:func:`.metrics.bias`, %): of each map against its expected
+signal (2D), of each reconstruction against its reference volume (3D). Fitted methods
 get their one parameter from validation maps first; oracles from each map's ground truth.
 
 A method that raises, or returns the wrong shape or NaN, is reported as failed in its row; the
@@ -32,7 +34,7 @@ from ..denoisers.registry import DenoiserFailed, apply
 from ..reconstruction.em import reconstruct
 from .figures import orthoslices
 from .leaderboard import DIMS, leaderboard, write
-from .metrics import nmae
+from .metrics import bias, nmae
 
 __all__ = ["DIMS", "DenoiserFailed", "benchmark"]
 
@@ -73,8 +75,8 @@ def _method(name: str) -> Denoiser:
 
 
 def _score(task: _Task) -> dict:
-    """nMAE and seconds of every method on one map or structure; failures as messages."""
-    scores, seconds, errors, kept = {}, {}, {}, {}
+    """nMAE, bias and seconds of every method on one map or structure; failures as messages."""
+    scores, biases, seconds, errors, kept = {}, {}, {}, {}, {}
     if task.dim == "2d":
         x, truth, _, b = _DATA["maps"].raw(task.index)
         x = x.astype(np.float64)
@@ -84,16 +86,17 @@ def _score(task: _Task) -> dict:
             except Exception as err:  # noqa: BLE001 -- a failing method fails its row only
                 errors[d.name] = f"{type(err).__name__}: {err}"
                 continue
-            scores[d.name] = nmae(out, truth)
+            scores[d.name], biases[d.name] = nmae(out, truth), bias(out, truth)
             if task.keep:
                 kept[d.name] = out.astype(np.float32)
         if task.keep:
             kept |= {"_noisy": x.astype(np.float32), "_truth": truth}
-        return {"scores": scores, "seconds": seconds, "errors": errors, "kept": kept}
+        return {"scores": scores, "bias": biases, "seconds": seconds, "errors": errors,
+                "kept": kept}
     items = [_DATA["series"][k] for k in _DATA["structures"][task.index]]
     for d in map(_method, task.methods):
         try:
-            per_element, total = [], 0.0
+            per_element, bias_element, total = [], [], 0.0
             for item in items:
                 outs = []
                 for x, truth in zip(item["noisy"].astype(np.float64), item["target"]):
@@ -102,15 +105,18 @@ def _score(task: _Task) -> dict:
                     total += s
                 rec = reconstruct(np.stack(outs), item["angles"], task.iterations)
                 per_element.append(nmae(rec, item["reference"]))
+                bias_element.append(bias(rec, item["reference"]))
                 if task.keep and item is items[0]:
                     kept[d.name] = orthoslices(rec)
         except Exception as err:  # noqa: BLE001
             errors[d.name] = f"{type(err).__name__}: {err}"
             continue
         scores[d.name], seconds[d.name] = float(np.mean(per_element)), total
+        biases[d.name] = float(np.mean(bias_element))
     if task.keep:
         kept["_truth"] = orthoslices(items[0]["reference"])
-    return {"scores": scores, "seconds": seconds, "errors": errors, "kept": kept,
+    return {"scores": scores, "bias": biases, "seconds": seconds, "errors": errors,
+            "kept": kept,
             "maps": sum(len(i["noisy"]) for i in items)}
 
 
@@ -180,8 +186,9 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     -------
     dict
         The leaderboard: ``rows`` (one per method: ``method``, ``status``, ``parameter``,
-        ``nmae2d_mean``/``_std``, ``nmae3d_mean``/``_std``, ``seconds_per_map``, per-map
-        ``nmae2d`` and per-structure ``nmae3d``) and the inputs.
+        ``nmae2d_mean``/``_std``, ``nmae3d_mean``/``_std``, ``bias2d_mean``/``_std``,
+        ``bias3d_mean``/``_std`` (signed %, best at 0), ``seconds_per_map``, per-map ``nmae2d``
+        and ``bias2d``, per-structure ``nmae3d`` and ``bias3d``) and the inputs.
     """
     dims = tuple(dims)
     if not dims or any(d not in DIMS for d in dims):

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.simulate.noise import check_dose
 
-from ..data.counts import check_counts
+from ..data.counts import check_backgrounds, check_counts
 from ..denoisers import DENOISERS, Denoiser, denoiser
 from ..denoisers.registry import FIT_XATOL, apply
 
@@ -111,6 +111,7 @@ class HoldoutResult:
                 "score_mean": self.score_mean, "score_std": float(np.std(self.score)),
                 "score_median": float(np.median(self.score)),
                 "nmse_mean": float(np.mean(self.nmse)), "score": self.score.tolist(),
+                "nmse": self.nmse.tolist(),
                 "scale": self.scale.tolist(), "offset": self.offset.tolist(),
                 "input_counts": self.input_counts.tolist(),
                 "remainder_counts": self.remainder_counts.tolist(),
@@ -242,15 +243,21 @@ def _backgrounds(background, n_maps: int, q: np.ndarray) -> np.ndarray:
     """Background counts per input map: ``q * B`` (0 for None)."""
     if background is None:
         return np.zeros(n_maps)
-    b = np.asarray(background, np.float64).ravel()
-    if b.size not in (1, n_maps) or not np.all(np.isfinite(b)) or np.any(b < 0):
-        raise ConfigError(f"background must be one number or one per map ({n_maps}) of "
-                          f"non-negative counts per map, got {background!r}")
-    return np.broadcast_to(b, (n_maps,)) * q
+    return check_backgrounds(background, (n_maps,)) * q
+
+
+def _evenly(n: int, k: int | None) -> np.ndarray:
+    """``k`` evenly spaced indices of ``range(n)`` (all of them for None or k >= n)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    if k < 1:
+        raise ConfigError(f"select_maps must be >= 1, got {k}")
+    return np.unique(np.linspace(0, n - 1, k).round().astype(int))
 
 
 def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=None,
-                     parameter: float | None = None) -> HoldoutResult:
+                     parameter: float | None = None,
+                     select_maps: int | None = None) -> HoldoutResult:
     """Score a denoiser on measured count maps without ground truth (binomial hold-out).
 
     Parameters
@@ -276,6 +283,9 @@ def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=
     parameter : float, optional
         Parameter of a ``fitted`` method; None chooses it on one half of the remainder (module
         docstring) and scores on the other half.
+    select_maps : int, optional
+        Choose that parameter on this many evenly spaced maps only (default: all), to save
+        time with a slow method; every map is still scored.
 
     Returns
     -------
@@ -301,7 +311,8 @@ def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=
     backgrounds = _backgrounds(background, len(inputs), q)
     if d.mode == "fitted" and parameter is None:
         half = rng.binomial(remainder, 0.5)
-        parameter = _select(d, inputs, backgrounds, half)
+        k = _evenly(len(inputs), select_maps)
+        parameter = _select(d, inputs[k], backgrounds[k], half[k])
         remainder = remainder - half
     elif parameter is None:
         parameter = d.default
@@ -315,12 +326,12 @@ def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=
 
 
 def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=None,
-                     progress: bool = True) -> list[dict]:
+                     progress: bool = True, select_maps: int | None = None) -> list[dict]:
     """Rank several denoisers on the same hold-out split of the user's maps.
 
     Parameters
     ----------
-    maps, counts, seed, background
+    maps, counts, seed, background, select_maps
         As :func:`evaluate_holdout`; every method gets the same inputs (the same seed).
     methods : sequence of str, Denoiser or callable
     progress : bool
@@ -332,7 +343,7 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
         One row per method, best ``score_mean`` first, failed rows last: ``method``,
         ``status`` (``"ok"`` or ``"failed: ..."``), ``parameter``, ``score_mean``,
         ``score_std``, ``score_median`` (robust to a few badly denoised maps), ``nmse_mean``,
-        per-map ``score``, ``scale``, ``offset``, ``input_counts``, ``remainder_counts`` and
+        per-map ``score``, ``nmse`` (unclipped, may be < 0: what to rank on with few counts), ``scale``, ``offset``, ``input_counts``, ``remainder_counts`` and
         ``seconds_per_map``.
     """
     if isinstance(seed, np.random.Generator):
@@ -345,7 +356,8 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
     for m in tqdm(list(methods), desc="hold-out", disable=not progress):
         name = m if isinstance(m, str) else getattr(m, "name", getattr(m, "__name__", "?"))
         try:
-            rows.append(evaluate_holdout(maps, m, counts, seed, background).row())
+            rows.append(evaluate_holdout(maps, m, counts, seed, background,
+                                         select_maps=select_maps).row())
         except Exception as err:  # noqa: BLE001 -- a failing method fails its row only
             rows.append({"method": name, "status": f"failed: {type(err).__name__}: {err}",
                          "parameter": None, "score_mean": None, "score_std": None,
