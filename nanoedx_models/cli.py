@@ -400,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "runs on the CPU; default: the U-net of --model")
     p.add_argument("--candidates", help="comma-separated denoisers for --method auto, simplest "
                    "first (ties go to the earlier); default: gaussian-val, anscombe-bm3d-val, "
-                   "unet, unet-multidose, unet-fields; unet:MODEL.pt for a model file")
+                   "unet (unet-fields), unet-multidose, unet-small; unet:MODEL.pt for a model file")
     p.add_argument("--holdout-counts", type=POSITIVE, metavar="C",
                    help="counts per hold-out input map (default: half the smallest map's)")
     p.add_argument("--repeats", type=COUNT, default=1,

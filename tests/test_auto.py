@@ -102,7 +102,7 @@ def test_auto_refuses_bad_input():
     with pytest.raises(ConfigError, match="repeats"):
         auto_denoise(maps, candidates=["noisy"], repeats=0)
     assert set(default_candidates()) >= {"gaussian-val", "anscombe-bm3d-val", "unet",
-                                         "unet-multidose", "unet-fields"}
+                                         "unet-multidose", "unet-small"}
 
 
 def test_each_element_is_chosen_on_its_own_maps():

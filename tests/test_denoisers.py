@@ -21,7 +21,7 @@ def maps():
 
 def test_registry_holds_the_benchmark_methods():
     for name in ("noisy", "gaussian-oracle", "tv-oracle", "gaussian-val", "tv-val",
-                 "anscombe-nlm-val", "anscombe-bm3d-val", "unet", "unet-multidose", "unet-fields"):
+                 "anscombe-nlm-val", "anscombe-bm3d-val", "unet", "unet-multidose", "unet-small"):
         assert name in DENOISERS
 
 

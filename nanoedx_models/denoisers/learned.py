@@ -36,5 +36,5 @@ class PretrainedUNet:
 register("unet")(PretrainedUNet("default"))
 register("unet-paper")(PretrainedUNet("unet-paper"))
 register("unet-multidose")(PretrainedUNet("unet-multidose"))
-register("unet-fields")(PretrainedUNet("unet-fields"))
+register("unet-small")(PretrainedUNet("unet-small"))
 register_factory("unet:", lambda name, path: Denoiser(name, PretrainedUNet(path), "fixed"))

@@ -19,7 +19,7 @@ from nanoedx_dataset.store.files import sha256
 
 from .modelfile import load_model
 
-DEFAULT = "unet-small"
+DEFAULT = "unet-fields"  # robust to dose and field; unet-small was the default up to 0.1
 URL_ENV = "NANOEDX_MODELS_URL"
 
 

@@ -45,7 +45,7 @@ from .holdout import evaluate_methods, resolve_methods
 
 # simplest first: ties go to the earlier one
 DEFAULT_CANDIDATES = ("gaussian-val", "anscombe-bm3d-val", "unet", "unet-multidose",
-                      "unet-fields")
+                      "unet-small")
 SELECT_MAPS = 4  # maps that choose a fitted method's parameter (BM3D costs seconds per map)
 FLAT = "flat"  # the baseline's name in the report
 
