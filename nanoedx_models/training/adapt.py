@@ -18,6 +18,11 @@ model therefore estimates the expected counts per pixel *including* the backgrou
 hold (a pretrained model removes the background it was trained with). Its totals match the
 input's. Subtract a background estimate before quantifying if the maps hold one.
 
+Where it is not valid. Maps that record at most one count per pixel (single-event maps) are
+not Poisson where the local rate is high (tenths of a count per pixel): a pixel counted in one
+half is then empty in the other, the halves are not independent, and the network learns that
+dependence instead of the rate. Sum short frames of a low rate per frame instead.
+
 Fresh splits, crops, flips and rotations are drawn from ``(seed, step)`` at every step; a
 checkpoint ``<out>.ckpt`` (weights, optimizer, step, loss history) is written atomically every
 ``checkpoint_every`` steps, so ``resume=True`` continues an interrupted run to the weights an
