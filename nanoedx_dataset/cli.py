@@ -498,7 +498,7 @@ def _interrupted(args) -> str:
         if getattr(args, "shard_size", None) or getattr(args, "scheduler", None):
             return (f"interrupted; the finished shards are kept in {args.out}: rerun the same "
                     "command to make only the missing ones")
-        kept = f"{args.out}.ckpt" if args.command == "train" else f"{args.out}.partial"
+        kept = f"{args.out}.ckpt" if args.command in ("train", "adapt") else f"{args.out}.partial"
         return f"interrupted; the work done is kept in {kept}: rerun the same command with " \
                "--resume to continue"
     return "interrupted"

@@ -1,5 +1,5 @@
 """The ``nanoedx`` program: the dataset subcommands (:mod:`nanoedx_dataset.cli`) and the models'
-(train, denoise, reconstruct, benchmark, evaluate). Each subcommand imports what it runs only
+(train, adapt, denoise, reconstruct, benchmark, evaluate). Each subcommand imports what it runs only
 when it runs, so ``nanoedx --help`` does not import torch. The conventions (inputs positional,
 ``-o/--out`` for every output, ``--overwrite``, one-line errors with exit status 2) are those of
 :mod:`nanoedx_dataset.cli`."""
@@ -297,6 +297,53 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_train, _resume_hint=True, _inputs=("data",))
 
 
+def _adapt(a) -> None:
+    from .data.tiltio import read_series
+    from .training.adapt import adapt
+
+    out = Path(a.out)
+    inputs = [*a.input, _model_input(a.init)]
+    if not a.resume:
+        guard_outputs([out, out.with_name(out.name + ".ckpt")], inputs, a.overwrite)
+    else:
+        guard_outputs([out], inputs, overwrite=True)
+    series = read_series(a.input, _names(a.element))
+    print(adapt(series.data, out, init=a.init, steps=a.steps, batch_size=a.batch_size,
+                crop=a.crop, lr=a.lr, fraction=a.fraction, loss=a.loss, seed=a.seed,
+                device=a.device, resume=a.resume))
+
+
+def _add_adapt(sub) -> None:
+    p = sub.add_parser("adapt", help="fine-tune a U-net on your own noisy maps, no ground truth",
+                       description="Split random crops of your raw count maps binomially into "
+                       "two independent halves and train the model to predict one half from the "
+                       "other (Poisson likelihood or squared error), starting from a pretrained "
+                       "model. Writes an ordinary model file (nanoedx denoise --model OUT); its "
+                       "output is the expected counts per pixel, background included.")
+    p.add_argument("input", nargs="+", help="raw count maps: .tif, .npy, .h5 or HyperSpy; "
+                   "several files = one per element (all train one model)")
+    add_out(p, "model file to write (.pt); OUT.ckpt holds the state to resume from")
+    p.add_argument("--element", help="element names (one per file) or the one to take")
+    p.add_argument("--init", default="default",
+                   help="pretrained name (default, unet-multidose, unet-fields) or model file")
+    p.add_argument("--steps", type=COUNT, default=300, help="optimizer steps")
+    p.add_argument("--batch-size", type=COUNT, default=8, help="crops per step")
+    p.add_argument("--crop", type=numeric(int, low=16), default=96, help="crop side (px)")
+    p.add_argument("--lr", type=numeric(float, above=0, high=1), default=1e-4,
+                   help="Adam's learning rate")
+    p.add_argument("--fraction", type=numeric(float, above=0, high=0.99), default=0.5,
+                   help="share of each crop's counts given to the network (the rest: target)")
+    p.add_argument("--loss", default="poisson", choices=("poisson", "mse"),
+                   help="Poisson likelihood or squared error of the target counts")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the crops and splits")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto takes the GPU when there is one")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    p.set_defaults(func=_adapt, _resume_hint=True, _inputs=("input",),
+                   _fix="check that each input is a readable stack of count maps of the "
+                   "format its extension names")
+
+
 def _denoisers() -> str:
     from .denoisers import DENOISERS
 
@@ -378,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "denoisers and their benchmarks.")
     dataset_cli.add_commands(sub)
     _add_train(sub)
+    _add_adapt(sub)
     p = _series_parser(
         sub, "denoise", "denoise a tilt series of EDX count maps (U-net, or --method auto)",
         "Denoise every map (angle, row, col) of one or more elements; writes expected signal "

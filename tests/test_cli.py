@@ -203,8 +203,8 @@ def test_one_convention_for_every_subcommand():
         assert "--output" not in p.format_help() and "--data " not in p.format_usage()
     outputs = {n for n, p in _subcommands().items()
                if "--out" in {s for a in p._actions for s in a.option_strings}}
-    assert outputs == {"generate", "voxelize", "preview", "train", "denoise", "reconstruct",
-                       "benchmark", "evaluate"}
+    assert outputs == {"generate", "voxelize", "preview", "train", "adapt", "denoise",
+                       "reconstruct", "benchmark", "evaluate"}
     bench = {s for a in _subcommands()["benchmark"]._actions for s in a.option_strings}
     assert "--data-version" in bench
 

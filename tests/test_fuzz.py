@@ -239,6 +239,8 @@ def _base(command: str, db: Path, maps: Path, out: Path) -> list:
         "voxelize": ["voxelize", out / "missing.stl", "--size", "16", "-o", out / "v.h5"],
         "renoise": ["renoise", copy, "--counts", "50", "--background", "5"],
         "train": CONSUMERS["train"](db, out),
+        "adapt": ["adapt", maps, "-o", out / "a.pt", "--steps", "1", "--batch-size", "1",
+                  "--crop", "16", "--device", "cpu"],
         "denoise": ["denoise", maps, ANGLES, "-o", out / "d.npy"],
         "reconstruct": ["reconstruct", maps, ANGLES, "--iterations", "2", "-o", out / "r.npy"],
         "benchmark": CONSUMERS["benchmark"](db, out),
