@@ -60,7 +60,7 @@ FILES = ("30x30_instructively_packed_16bit_compressed.bcf", "bcf_v2_50x50px.bcf"
 METHODS = ("noisy", "gaussian-val", "tv-val", "anscombe-nlm-val", "anscombe-bm3d-val", "unet",
            "unet-multidose")
 QD_METHODS = ("noisy", "gaussian-val", "tv-val", "anscombe-nlm-val", "anscombe-bm3d-val", "unet",
-              "unet-multidose", "unet-fields")
+              "unet-multidose", "unet-small", "auto")
 MIN_FACTOR = 10  # a map needs >= 10x the input's counts: the reference is >= 10x the dose
 MAX_BACKGROUND = 0.7  # fraction of a line window; above it the windows are not trustworthy
 FIGURE_LINES = ("Si_Ka", "Ca_Ka", "Ti_Ka", "P_Ka", "Ag_La")

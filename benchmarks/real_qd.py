@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from nanoedx_models.denoisers import DENOISERS
 from nanoedx_models.denoisers.pretrained import registry as pretrained_models
+from nanoedx_models.evaluation.auto import default_candidates
 from nanoedx_models.evaluation.holdout import (
     _select,
     evaluate_holdout,
@@ -53,9 +54,24 @@ def method_spec(name: str) -> str:
     return name
 
 
+AUTO = "auto"  # nanoedx denoise --method auto: picks on the inputs alone, scored like the rest
+
+
 def resolve(names) -> dict:
-    """``{label: Denoiser}``, checked (unknown names and missing model files fail here)."""
+    """``{label: Denoiser}``, checked (unknown names and missing model files fail here);
+    ``auto`` is run by :func:`auto_rows`, not here."""
+    names = [n for n in names if n != AUTO]
     return dict(zip(names, resolve_methods([method_spec(n) for n in names])))
+
+
+def _auto(inputs: np.ndarray, candidates) -> tuple[np.ndarray, dict]:
+    """``auto_denoise`` of a stack of input maps: outputs, the pick and its seconds."""
+    from nanoedx_models.evaluation.auto import auto_denoise
+
+    t = time.perf_counter()
+    out, report = auto_denoise(inputs, candidates=candidates, repeats=1 if len(inputs) > 2 else 2)
+    return out.astype(np.float64), {"pick": report.method, "parameter": report.parameter,
+                                    "seconds": time.perf_counter() - t}
 
 
 def load_qd(path: Path, views=None) -> dict:
@@ -129,18 +145,20 @@ def _bias(output: np.ndarray, inputs: np.ndarray) -> float:
     return float(100.0 * (output.sum() / inputs.sum() - 1.0))
 
 
-def holdout_maps(maps: np.ndarray, methods: dict, seed: int, desc: str, frames=1) -> dict:
+def holdout_maps(maps: np.ndarray, methods: dict, seed: int, desc: str, frames=1,
+                 auto=None) -> dict:
     """Binomial hold-out of each map at ``q = 0.5``, every method scored on the same counts.
 
     Returns per method the per-map lists ``rel``, ``score`` (holdout.py's clipped relative RMSE,
     %), ``parameter``, ``bias`` (%), ``seconds`` and, for the figure, ``outputs``; and ``flat``
     (net MSE of the flat prediction, counts² per pixel, with :func:`clipped_term` ``clip``
     added to every net MSE), ``input_counts`` and ``inputs``. ``frames``: binary frames summed
-    into each map (one number, or one per map).
+    into each map (one number, or one per map). ``auto``: candidates of an ``auto`` row
+    (``auto_denoise`` of all the inputs at once, scored on the same halves), or None.
     """
     out = {name: {"rel": [], "nmse": [], "score": [], "parameter": [], "bias": [], "seconds": [],
                   "outputs": []} for name in methods}
-    flat, clip, counts, inputs = [], [], [], []
+    flat, clip, counts, inputs, scoring = [], [], [], [], []
     for k, x in enumerate(tqdm(maps, desc=desc, leave=False)):
         x = x[None]
         total = float(x.sum())
@@ -156,6 +174,7 @@ def holdout_maps(maps: np.ndarray, methods: dict, seed: int, desc: str, frames=1
         clip.append(c)
         counts.append(int(y.sum()))
         inputs.append(y[0])
+        scoring.append((score_rem, f0, c, m2))
         for name, d in methods.items():
             res = evaluate_holdout(x, d, counts=total / 2, seed=s)
             if not np.array_equal(res.inputs, y):
@@ -171,11 +190,24 @@ def holdout_maps(maps: np.ndarray, methods: dict, seed: int, desc: str, frames=1
             o["bias"].append(_bias(res.outputs[0], y[0]))
             o["seconds"].append(res.seconds)
             o["outputs"].append(res.outputs[0])
+    if auto is not None:  # one pick for all the maps, made on their inputs only
+        outputs, info = _auto(np.stack(inputs), auto)
+        o = out[AUTO] = {"rel": [], "nmse": [], "score": [], "parameter": [], "bias": [],
+                         "seconds": [], "outputs": [], "pick": info["pick"]}
+        for k, (score_rem, f0, c, m2) in enumerate(scoring):
+            f = fit_score(outputs[k], score_rem)
+            o["rel"].append((f["mse_net"] + c) / (f0["mse_net"] + c))
+            o["nmse"].append((f["mse_net"] + c) / m2)
+            o["score"].append(float(f["score"]))
+            o["parameter"].append(info["parameter"])
+            o["bias"].append(_bias(outputs[k], inputs[k]))
+            o["seconds"].append(info["seconds"] / len(scoring))
+            o["outputs"].append(outputs[k])
     return {"methods": out, "flat": flat, "clip": clip, "input_counts": counts,
             "inputs": inputs}
 
 
-def frames_reference(frames: np.ndarray, methods: dict, seed: int) -> dict:
+def frames_reference(frames: np.ndarray, methods: dict, seed: int, auto=None) -> dict:
     """Even-frame sum scored against the odd-frame sum and vice versa, per method.
 
     Returns per direction (``"even->odd"``, ``"odd->even"``) the input and reference counts, the
@@ -194,16 +226,22 @@ def frames_reference(frames: np.ndarray, methods: dict, seed: int) -> dict:
         clip = clipped_term(ref, n_frames[b], 0.5)  # the scored half of the reference
         t0 = _blocks(_terms(np.ones(x.shape), score_ref, f0) + clip)
         rows = {}
-        for name, d in methods.items():
+        todo = list(methods.items()) + ([(AUTO, None)] if auto is not None else [])
+        for name, d in todo:
             t = time.perf_counter()
-            p = _select(d, x[None], [0.0], select[None]) if d.mode == "fitted" else d.default
-            o = d(x, 0.0, p)
+            if d is None:  # auto: picks on the input map alone (2 binomial splits of it)
+                o, info = _auto(x[None].astype(np.int64), auto)
+                o, p = o[0], info["parameter"]
+            else:
+                p = _select(d, x[None], [0.0], select[None]) if d.mode == "fitted" else d.default
+                o = d(x, 0.0, p)
             f = fit_score(o, score_ref)
             tb = _blocks(_terms(o, score_ref, f) + clip)
             rel, se = jackknife_ratio(tb, t0)
             rows[name] = {"rel": rel, "se": se, "parameter": p, "bias": _bias(o, x),
                           "mse_net": f["mse_net"], "blocks": tb, "output": o,
-                          "seconds": time.perf_counter() - t}
+                          "seconds": time.perf_counter() - t,
+                          **({"pick": info["pick"]} if d is None else {})}
         out[f"{a}->{b}"] = {"input_counts": int(x.sum()), "reference_counts": int(ref.sum()),
                             "flat": f0["mse_net"] + float(clip.mean()), "flat_blocks": t0,
                             "clip": float(clip.mean()), "methods": rows,
@@ -214,16 +252,18 @@ def frames_reference(frames: np.ndarray, methods: dict, seed: int) -> dict:
 def run_qd(path: Path, names, seed: int = 0, views=None) -> dict:
     """All QD measures for the methods ``names`` (labels as given on the command line)."""
     methods = resolve(names)
+    auto = default_candidates() if AUTO in names else None  # as nanoedx denoise --method auto
     data = load_qd(path, views)
     res = {"path": path.name, "angle": data["angle"], "drift": drift(data["haadf"]),
            "tilt": {}, "frames": {}, "frame_holdout": {}}
     for e in ELEMENTS:
-        res["tilt"][e] = holdout_maps(data["tilt"][e], methods, seed, f"tilt {e}")
+        res["tilt"][e] = holdout_maps(data["tilt"][e], methods, seed, f"tilt {e}", auto=auto)
         res["tilt"][e]["totals"] = data["tilt"][e].sum(axis=(1, 2)).tolist()
         fr = data["frames"][e]
-        res["frames"][e] = frames_reference(fr, methods, seed)
+        res["frames"][e] = frames_reference(fr, methods, seed, auto=auto)
         res["frame_holdout"][e] = holdout_maps(np.stack([fr[0::2].sum(0), fr[1::2].sum(0)]),
-                                               methods, seed + 1, f"frame sums {e}", frames=(8, 7))
+                                               methods, seed + 1, f"frame sums {e}", frames=(8, 7),
+                                               auto=auto)
         res["frames"][e]["frame_counts"] = fr.sum(axis=(1, 2)).tolist()
     return res
 
@@ -317,6 +357,21 @@ def reading(summ: dict, gaussian: str = "gaussian-val", unet: str = "unet") -> l
     return out
 
 
+def auto_picks(qd: dict) -> list[str]:
+    """What ``auto`` picked, per data set and element (empty without an ``auto`` row)."""
+    picks = []
+    for key, label in SETS:
+        got = []
+        for e in ELEMENTS:
+            sets = qd[key][e]
+            rows = ([sets["methods"].get(AUTO)] if key != "frames" else
+                    [r["methods"].get(AUTO) for d, r in sets.items() if "->" in d])
+            got += [f"{e} `{r['pick']}`" for r in rows if r is not None]
+        if got:
+            picks.append(f"- `auto` on the {label}: " + ", ".join(got) + ".")
+    return picks
+
+
 def markdown_head(raw: dict, summ: dict) -> str:
     a = raw["args"]
     cmd = "python benchmarks/real_data.py"
@@ -331,7 +386,7 @@ def markdown_head(raw: dict, summ: dict) -> str:
         "it for the Bruker maps).", "",
         "## Reading", "",
         "Quantum dots (fraction of a flat prediction's error that is left, lower is better; "
-        "± one standard error):", "", *reading(summ), ""])
+        "± one standard error):", "", *reading(summ), *auto_picks(raw["qd"]), ""])
 
 
 def _cell(r) -> str:
@@ -431,7 +486,7 @@ def record(qd: dict, summ: dict) -> dict:
             "frame_holdout": strip(qd["frame_holdout"])}
 
 
-FIGURE_METHODS = ("gaussian-val", "anscombe-bm3d-val", "unet", "unet-fields")
+FIGURE_METHODS = ("gaussian-val", "anscombe-bm3d-val", "unet", "auto")
 
 
 def figure(qd: dict, names, path: Path, full: dict) -> None:
