@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from nanoedx_models.denoisers import DENOISERS
 from nanoedx_models.denoisers.pretrained import registry as pretrained_models
-from nanoedx_models.evaluation.auto import default_candidates
+from nanoedx_models.evaluation.auto import auto_denoise, default_candidates
 from nanoedx_models.evaluation.holdout import (
     _select,
     evaluate_holdout,
@@ -66,8 +66,6 @@ def resolve(names) -> dict:
 
 def _auto(inputs: np.ndarray, candidates) -> tuple[np.ndarray, dict]:
     """``auto_denoise`` of a stack of input maps: outputs, the pick and its seconds."""
-    from nanoedx_models.evaluation.auto import auto_denoise
-
     t = time.perf_counter()
     out, report = auto_denoise(inputs, candidates=candidates, repeats=1 if len(inputs) > 2 else 2)
     return out.astype(np.float64), {"pick": report.method, "parameter": report.parameter,

@@ -244,7 +244,7 @@ def auto_denoise(maps, candidates=None, counts: float | None = None, seed: int =
     if FLAT in nmse:
         gain = nmse[FLAT] - nmse[pick["method"]]
         if gain.mean() <= 2 * np.nan_to_num(_noise(gain)):
-                note = (f"note: {pick['method']} does not beat a flat map by more than twice the "
+            note = (f"note: {pick['method']} does not beat a flat map by more than twice the "
                     "noise of the hold-out; these maps hold too few counts to tell the methods "
                     "apart (try more repeats, or more counts per map)")
     out = np.stack([apply(d, xi.astype(np.float64), float(bi), pick["parameter"], None)[0]
