@@ -19,6 +19,9 @@ from nanoedx_dataset.errors import ConfigError
 # the files a benchmark run writes into its folder (leaderboard.md, leaderboard_2d.png, ...)
 BENCHMARK_FILES = "leaderboard*"
 EVALUATE_METHODS = "noisy,gaussian-val,tv-val,anscombe-bm3d-val,unet"
+# nanoedx denoise --method auto's defaults (evaluation.auto's, spelled here for --help: no torch)
+AUTO_CANDIDATES = ("gaussian-val", "unet", "unet-multidose")
+FOLDS = 5
 
 
 def _counts(text: str):
@@ -28,6 +31,14 @@ def _counts(text: str):
     if sep and values[1] < values[0]:
         raise argparse.ArgumentTypeError(f"the range {text!r} must be LOW:HIGH with LOW <= HIGH")
     return tuple(values) if sep else values[0]
+
+
+def _folds(text: str) -> int:
+    """``K`` >= 2 parts, or 0 for none."""
+    k = COUNT(text) if text.strip() != "0" else 0
+    if k == 1:
+        raise argparse.ArgumentTypeError("--folds must be 0 (none) or at least 2, got 1")
+    return k
 
 
 def _backgrounds(text: str):
@@ -81,11 +92,13 @@ def _denoise_files(a) -> None:
     from .experimental import denoise_series
     from .reconstruction.em import check_memory
 
+    if a.method is None and a.model is None:
+        a.method = "auto"  # the default: never worse on these maps than the best candidate
     if a.method is not None:
         return _denoise_by_method(a)
-    if a.candidates or a.report:
-        raise ConfigError(f"{'--candidates' if a.candidates else '--report'} is for --method "
-                          "auto (or --method NAME)")
+    if a.candidates or a.report or a.folds != FOLDS:
+        flag = "--candidates" if a.candidates else "--report" if a.report else "--folds"
+        raise ConfigError(f"{flag} is for --method auto (or --method NAME), not for --model")
     guard_outputs([a.out, a.save_thinned], _series_inputs(a), a.overwrite)
     _check_formats(a.out, a.save_thinned)
     series = _read(a)
@@ -120,8 +133,8 @@ def _denoise_by_method(a) -> None:
     from nanoedx_dataset.store.files import atomic_output
 
     if a.model:
-        raise ConfigError("--model is for the U-net without --method; with --method give a "
-                          "model file as unet:PATH (in --candidates for auto)")
+        raise ConfigError("--model runs that U-net alone, without --method; with --method give "
+                          "a model file as unet:PATH (in --candidates for auto)")
     if a.candidates and a.method != "auto":
         raise ConfigError("--candidates is for --method auto")
     if a.report and Path(a.report).suffix != ".json":
@@ -135,7 +148,8 @@ def _denoise_by_method(a) -> None:
     series = _read(a)
     _check_background(a, series)
     out, reports = auto_series(series, candidates, counts=a.holdout_counts, seed=a.seed,
-                               background=a.background, repeats=a.repeats)
+                               background=a.background, repeats=a.repeats,
+                               folds=a.folds or None)
     for name, report in reports.items():
         print(f"\n{name}: {report.table()}", file=sys.stderr)
     if a.report:
@@ -427,28 +441,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_adapt(sub)
     p = _series_parser(
-        sub, "denoise", "denoise a tilt series of EDX count maps (U-net, or --method auto)",
+        sub, "denoise", "denoise a tilt series of EDX count maps (the best method for them, "
+        "or a U-net)",
         "Denoise every map (angle, row, col) of one or more elements; writes expected signal "
         "counts (background removed; each map totals its counts minus --background) as TIFF, "
         "NPY or HDF5 by the output's extension, keeping angles, element names and metadata "
-        "where the format can hold them. --method auto scores denoisers on the maps "
-        "themselves (binomial hold-out, per element) and applies the best.",
+        "where the format can hold them. By default (--method auto) it scores the candidate "
+        "denoisers on the maps themselves (binomial hold-out, per element) and applies the "
+        "best, so the result is never worse than a tuned Gaussian filter's beyond the "
+        "score's noise; --model runs one U-net alone.",
         "raw count maps (angle, row, col) or (element, angle, row, col)",
         "denoised series: .tif, .npy or .h5")
-    p.add_argument("--model", help="pretrained name or model file (default: embedded model)")
+    p.add_argument("--model", help="run this U-net alone (pretrained name or model file, e.g. "
+                   "unet-fields, the embedded default), without scoring other methods")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto takes the GPU when there is one")
+                   help="for --model: auto takes the GPU when there is one")
     p.add_argument("--background", type=_backgrounds, default=0.0, metavar="B[,B2,...]",
                    help="background counts per map (the whole map), one number or one per "
                    "element: each output map then sums to its input's counts minus B (default "
                    "0: to the input's whole total)")
-    p.add_argument("--method", help="auto: score the --candidates on your maps by the binomial "
-                   "hold-out, per element, and apply the best (the table goes to stderr); or "
-                   "one denoiser by name (a fitted one gets its parameter from the hold-out); "
-                   "runs on the CPU; default: the U-net of --model")
+    p.add_argument("--method", help="auto (the default without --model): score the "
+                   "--candidates on your maps by the binomial hold-out, per element, and apply "
+                   "the best (the table goes to stderr); or one denoiser by name (a fitted one "
+                   "gets its parameter from the hold-out and --folds); runs on the CPU")
     p.add_argument("--candidates", help="comma-separated denoisers for --method auto, simplest "
-                   "first (ties go to the earlier); default: gaussian-val, anscombe-bm3d-val, "
-                   "unet (unet-fields), unet-multidose, unet-small; unet:MODEL.pt for a model file")
+                   "first (ties go to the earlier); default: "
+                   f"{', '.join(AUTO_CANDIDATES)} (unet is unet-fields); add anscombe-bm3d-val "
+                   "for BM3D (seconds per map); unet:MODEL.pt for a model file")
+    p.add_argument("--folds", type=_folds, default=FOLDS, metavar="K",
+                   help=f"a picked fitted method's parameter for the full maps by K-fold "
+                   f"cross-validation on them (default {FOLDS}; 0 keeps the hold-out's choice, "
+                   "made at its lower dose)")
     p.add_argument("--holdout-counts", type=POSITIVE, metavar="C",
                    help="counts per hold-out input map (default: half the smallest map's)")
     p.add_argument("--repeats", type=COUNT, default=1,

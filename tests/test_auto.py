@@ -101,8 +101,16 @@ def test_auto_refuses_bad_input():
         auto_denoise(np.zeros((2, 8, 8), int), candidates=["noisy"])
     with pytest.raises(ConfigError, match="repeats"):
         auto_denoise(maps, candidates=["noisy"], repeats=0)
-    assert set(default_candidates()) >= {"gaussian-val", "anscombe-bm3d-val", "unet",
-                                         "unet-multidose", "unet-small"}
+    with pytest.raises(ConfigError, match="folds"):
+        auto_denoise(maps, candidates=["noisy"], folds=1)
+    assert default_candidates() == ["gaussian-val", "unet", "unet-multidose"]
+
+
+def test_the_cli_spells_auto_defaults_as_auto_does():
+    from nanoedx_models import cli
+    from nanoedx_models.evaluation import auto
+
+    assert cli.AUTO_CANDIDATES == auto.DEFAULT_CANDIDATES and cli.FOLDS == auto.FOLDS
 
 
 def test_each_element_is_chosen_on_its_own_maps():
@@ -142,8 +150,10 @@ def test_cli_auto_writes_the_output_and_refuses_overwriting(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra,match", [
     (["--method", "auto", "--candidates", "gaussian-oracle"], "oracle"),
-    (["--method", "auto", "--model", "unet-multidose"], "--model is for the U-net"),
-    (["--candidates", "noisy"], "--candidates is for --method auto"),
+    (["--method", "auto", "--model", "unet-multidose"], "--model runs that U-net alone"),
+    (["--model", "unet-multidose", "--candidates", "noisy"], "--candidates is for --method auto"),
+    (["--model", "unet-multidose", "--folds", "3"], "--folds is for --method auto"),
+    (["--folds", "1"], "--folds must be 0 (none) or at least 2"),
     (["--method", "noisy", "--candidates", "noisy"], "--candidates is for --method auto"),
     (["--method", "auto", "--report", "r.txt"], "must be a .json"),
 ])
@@ -153,3 +163,52 @@ def test_cli_auto_bad_options_write_nothing(tmp_path, capsys, extra, match):
     out = tmp_path / "den.npy"
     assert main(["denoise", str(src), "-o", str(out), *extra]) == 2
     assert match in capsys.readouterr().err and not out.exists()
+
+
+def test_the_full_maps_get_a_parameter_cross_validated_near_their_own_dose():
+    """The hold-out chooses the Gaussian's width at a lower dose (wider than the full maps'
+    optimum); the K-fold choice lands nearer the width that minimizes the error against the
+    truth at the full dose."""
+    from scipy.optimize import minimize_scalar
+
+    from nanoedx_models.denoisers import denoiser
+
+    n = 64
+    yy, xx = np.mgrid[:n, :n]
+    lam = (0.05 + 1.0 * ((yy - 30) ** 2 + (xx - 34) ** 2 < 15**2)
+           + 0.8 * ((yy - 14) ** 2 / 9 + (xx - 14) ** 2 / 30 < 1))
+    d = denoiser("gaussian-val")
+    for seed in range(3):
+        maps = np.random.default_rng(seed).poisson(np.broadcast_to(lam, (6, n, n)))
+
+        def mse(logp, maps=maps):
+            return np.mean([np.mean((d(m, 0.0, np.exp(logp)) - lam) ** 2) for m in maps])
+
+        best = np.exp(minimize_scalar(mse, bounds=np.log((0.3, 20)), method="bounded").x)
+        out, report = auto_denoise(maps, candidates=["gaussian-val"], seed=seed,
+                                   select_maps=None)
+        assert report.folds == 5 and report.holdout_parameter > best
+        assert abs(np.log(report.parameter / best)) < abs(np.log(report.holdout_parameter / best))
+        assert report.parameter == pytest.approx(best, rel=0.12)
+        np.testing.assert_allclose(out[1], d(maps[1], 0.0, report.parameter), rtol=1e-5)
+        _, kept = auto_denoise(maps, candidates=["gaussian-val"], seed=seed, select_maps=None,
+                               folds=None)
+        assert kept.folds is None and kept.parameter == kept.holdout_parameter
+        assert kept.parameter == report.holdout_parameter
+
+
+def test_cli_denoise_defaults_to_auto_and_model_runs_the_unet_alone(tmp_path, capsys):
+    from nanoedx_models import denoise
+
+    src = tmp_path / "maps.npy"
+    maps = _maps(4)
+    np.save(src, maps.astype(np.uint16))
+    assert main(["denoise", str(src), "--candidates", "noisy,gaussian-val", "--folds", "0",
+                 "-o", str(tmp_path / "a.npy")]) == 0
+    err = capsys.readouterr().err
+    assert "picked gaussian-val" in err and "cross-validated" not in err
+    assert main(["denoise", str(src), "--model", "unet-multidose", "-o",
+                 str(tmp_path / "u.npy")]) == 0
+    assert "picked" not in capsys.readouterr().err
+    np.testing.assert_allclose(np.load(tmp_path / "u.npy"), denoise(maps, "unet-multidose",
+                                                                    device="cpu"), rtol=1e-4)

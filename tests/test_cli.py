@@ -266,6 +266,7 @@ def test_existing_outputs_are_replaced_only_with_overwrite(maps, tmp_path, capsy
     assert "--overwrite" in error_line(capsys) and den.read_bytes() == b"old"
     assert main(["denoise", str(maps), "--output", str(den), "--overwrite"]) == 0  # old spelling
     assert np.load(den).shape == (5, 16, 16)
+    assert "picked" in capsys.readouterr().err  # the default, auto, reports its pick
     report = tmp_path / "e.json"
     report.write_text("{}")
     assert main(["evaluate", str(maps), "--methods", "noisy", "--counts", "100", "-o",

@@ -144,3 +144,29 @@ def test_method_names_are_checked_before_any_work():
         ["gaussian-oracle"]
     with pytest.raises(FileNotFoundError, match="no model file at nowhere.pt"):
         resolve_methods(["unet:nowhere.pt"])
+
+
+def test_folds_are_independent_poisson_parts_that_sum_to_the_maps():
+    from nanoedx_models.evaluation.holdout import split_folds
+
+    lam = np.full((2, 80, 80), 4.0)
+    maps = np.random.default_rng(1).poisson(lam)
+    parts = split_folds(maps, folds=4, seed=2)
+    assert parts.shape == (4, 2, 80, 80) and parts.dtype == np.int64
+    np.testing.assert_array_equal(parts.sum(axis=0), maps)
+    for p in parts:  # each part: Poisson with mean lam / 4 (variance = mean)
+        assert p.mean() == pytest.approx(1.0, rel=0.03) and p.var() == pytest.approx(1.0, rel=0.1)
+    c = np.corrcoef(parts[0].ravel() - 1.0, parts[1].ravel() - 1.0)[0, 1]
+    assert abs(c) < 0.03  # thinning a Poisson map leaves the parts uncorrelated
+    with pytest.raises(ConfigError, match="folds"):
+        split_folds(maps, folds=1)
+
+
+def test_select_parameter_refuses_a_method_without_parameter():
+    from nanoedx_models.evaluation.holdout import select_parameter
+
+    maps = np.random.default_rng(0).poisson(np.full((2, 32, 32), 1.0))
+    with pytest.raises(ConfigError, match="no parameter to choose"):
+        select_parameter(maps, "noisy")
+    with pytest.raises(ConfigError, match="leave nothing"):
+        select_parameter(maps, "gaussian-val", bounds=(1e3, 1e4))

@@ -15,15 +15,18 @@ a candidate's difference from the best is judged on the paired per-map differenc
 cancel what the maps share. The rule: the best is the lowest mean ``nmse``; every candidate
 within one paired standard error of it is *tied*, and of the tied ones the first in the
 candidate list is picked. The default list runs from the simplest and most transparent method to
-the most elaborate (a Gaussian filter, BM3D, then the U-nets), so a tie goes to the simpler one.
+the most elaborate (a Gaussian filter, then the U-nets; BM3D, which costs seconds per map, only
+when named), so a tie goes to the simpler one.
 A flat prediction (the map's mean everywhere) is scored as a baseline and reported, never
 picked: a pick that does not beat it by more than its noise means the maps hold too few counts
 to tell methods apart.
 
 Parameters: a ``fitted`` method's parameter is chosen on the hold-out of each split (on half of
-the remainder, on ``select_maps`` maps), and the median over the splits is reused on the full
-maps. It is chosen at the hold-out's dose (``counts`` per map, half the smallest map's counts by
-default), so on the full maps it smooths a little more than their optimum would.
+the remainder, on ``select_maps`` maps) to score it. That choice suits the hold-out's dose
+(``counts`` per map, half the smallest map's counts by default) and smooths the full maps more
+than their optimum, so the picked method's parameter for the full maps is chosen again, near
+their own dose, by K-fold cross-validation (:func:`.holdout.select_parameter`, ``folds`` parts,
+searched from a quarter to twice the hold-out's median). ``folds=None`` keeps the hold-out's.
 
 Each element of a series is scored and chosen on its own maps (:func:`auto_series`).
 """
@@ -41,12 +44,13 @@ from ..data.counts import check_backgrounds, check_counts, series_backgrounds
 from ..data.tiltio import Series
 from ..denoisers import DENOISERS
 from ..denoisers.registry import DenoiserFailed, apply
-from .holdout import evaluate_methods, resolve_methods
+from .holdout import evaluate_methods, resolve_methods, select_parameter
 
-# simplest first: ties go to the earlier one
-DEFAULT_CANDIDATES = ("gaussian-val", "anscombe-bm3d-val", "unet", "unet-multidose",
-                      "unet-small")
+# simplest first: ties go to the earlier one; BM3D (seconds per map) only when asked for
+DEFAULT_CANDIDATES = ("gaussian-val", "unet", "unet-multidose")
 SELECT_MAPS = 4  # maps that choose a fitted method's parameter (BM3D costs seconds per map)
+FOLDS = 5  # cross-validation parts that choose the picked method's parameter for the full maps
+REFIT_RANGE = (0.25, 2.0)  # that search, as factors of the hold-out's choice
 FLAT = "flat"  # the baseline's name in the report
 
 
@@ -72,7 +76,12 @@ class AutoReport:
     method : str
         The method applied to the full maps.
     parameter : float or None
-        Its parameter (median over the splits for a fitted method).
+        Its parameter on the full maps (for a fitted method: cross-validated near the maps'
+        dose, or the hold-out's median with ``folds=None``).
+    holdout_parameter : float or None
+        The median over the splits of the parameter the hold-out chose (at its lower dose).
+    folds : int or None
+        Cross-validation parts that chose ``parameter`` (None: not cross-validated).
     counts : float
         Counts per hold-out input map.
     repeats, seed : int
@@ -91,6 +100,8 @@ class AutoReport:
 
     method: str
     parameter: float | None
+    holdout_parameter: float | None
+    folds: int | None
     counts: float
     repeats: int
     seed: int
@@ -105,9 +116,11 @@ class AutoReport:
     def table(self) -> str:
         """The scores as a Markdown table, the pick marked."""
         fmt = lambda v, f="{:.4g}": "–" if v is None else f.format(v)  # noqa: E731
-        lines = [f"picked {self.method}" + ("" if self.parameter is None
-                                            else f" (parameter {self.parameter:.3g})")
-                 + f"; hold-out at {self.counts:g} counts per map, {self.repeats} split(s)",
+        par = "" if self.parameter is None else f" (parameter {self.parameter:.3g}" + (
+            "" if self.folds is None else f", {self.folds}-fold cross-validated on the full "
+            f"maps; {self.holdout_parameter:.3g} at the hold-out's dose") + ")"
+        lines = [f"picked {self.method}{par}; hold-out at {self.counts:g} counts per map, "
+                 f"{self.repeats} split(s)",
                  "", "| method | nMSE (mean ± se) | vs best (± se) | tied | score % | "
                  "parameter | s / map | status |", "| --- | --- | --- | --- | --- | --- | --- "
                  "| --- |"]
@@ -168,7 +181,8 @@ def _rows(names, runs) -> tuple[list[dict], dict]:
 
 def auto_denoise(maps, candidates=None, counts: float | None = None, seed: int = 0,
                  background=0.0, repeats: int = 1, select_maps: int | None = SELECT_MAPS,
-                 progress: bool = False) -> tuple[np.ndarray, AutoReport]:
+                 progress: bool = False,
+                 folds: int | None = FOLDS) -> tuple[np.ndarray, AutoReport]:
     """Score candidate denoisers on the user's maps by the hold-out, pick one, apply it.
 
     Parameters
@@ -190,8 +204,12 @@ def auto_denoise(maps, candidates=None, counts: float | None = None, seed: int =
         Binomial splits per map; more splits, less noise in the ranking, ``repeats`` times the
         scoring time.
     select_maps : int or None
-        Maps that choose a fitted method's parameter in each split (None: all).
+        Maps that choose a fitted method's parameter in each split, and again for the full
+        maps (None: all).
     progress : bool
+    folds : int or None
+        Cross-validation parts that choose the picked fitted method's parameter for the full
+        maps (module docstring); None reuses the hold-out's median.
 
     Returns
     -------
@@ -217,6 +235,8 @@ def auto_denoise(maps, candidates=None, counts: float | None = None, seed: int =
     resolved = resolve_methods(names)  # unknown names, oracles, bad model files: now
     if repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {repeats}")
+    if folds is not None and (int(folds) != folds or folds < 2):
+        raise ConfigError(f"folds must be a whole number >= 2 (or None), got {folds}")
     totals = x.sum(axis=(1, 2))
     if counts is None:
         counts = 0.5 * float(totals.min())
@@ -247,18 +267,24 @@ def auto_denoise(maps, candidates=None, counts: float | None = None, seed: int =
             note = (f"note: {pick['method']} does not beat a flat map by more than twice the "
                     "noise of the hold-out; these maps hold too few counts to tell the methods "
                     "apart (try more repeats, or more counts per map)")
-    out = np.stack([apply(d, xi.astype(np.float64), float(bi), pick["parameter"], None)[0]
+    parameter = pick["parameter"]
+    if parameter is not None and d.mode == "fitted" and folds is not None:
+        parameter = select_parameter(x, d, folds, seed, b, select_maps,
+                                     bounds=tuple(f * parameter for f in REFIT_RANGE))
+    out = np.stack([apply(d, xi.astype(np.float64), float(bi), parameter, None)[0]
                     for xi, bi in zip(x, b)]).astype(np.float32)
     rule = ("lowest mean hold-out nMSE; candidates within one paired standard error of it are "
             "tied, and the first tied one in the candidate order (simplest first) is picked")
-    report = AutoReport(pick["method"], pick["parameter"], float(counts), repeats, seed, rows,
-                        rule, note)
+    report = AutoReport(pick["method"], parameter, pick["parameter"],
+                        None if parameter is None or d.mode != "fitted" else folds,
+                        float(counts), repeats, seed, rows, rule, note)
     return out.reshape(shape), report
 
 
 def auto_series(series: Series, candidates=None, counts: float | None = None, seed: int = 0,
                 background=0.0, repeats: int = 1, select_maps: int | None = SELECT_MAPS,
-                progress: bool = True) -> tuple[Series, dict[str, AutoReport]]:
+                progress: bool = True,
+                folds: int | None = FOLDS) -> tuple[Series, dict[str, AutoReport]]:
     """:func:`auto_denoise` on each element of a series, each scored and chosen on its own maps.
 
     ``background`` is one number, one per element or one per map (element, angle), counts of
@@ -271,7 +297,7 @@ def auto_series(series: Series, candidates=None, counts: float | None = None, se
     reports = {}
     for e, name in enumerate(tqdm(series.elements, desc="auto", disable=not progress)):
         out[e], reports[name] = auto_denoise(series.data[e], candidates, counts, seed, b[e],
-                                             repeats, select_maps)
+                                             repeats, select_maps, folds=folds)
     chosen = {n: {"method": r.method, "parameter": r.parameter} for n, r in reports.items()}
     meta = dict(series.metadata, denoised_with=chosen, background_counts=b.tolist())
     return Series(out, series.elements, series.angles, meta, series.format), reports
