@@ -266,9 +266,21 @@ def run_qd(path: Path, names, seed: int = 0, views=None) -> dict:
     return res
 
 
-def summarize(res: dict, names, gaussian: str = "gaussian-val", unet: str = "unet") -> dict:
+COMPARED = (AUTO, "unet")  # the default of nanoedx denoise, and the default U-net
+
+
+def _paired(rows: dict, diff, gaussian: str) -> dict:
+    """``{name: {ref: {diff, se}}}``: each of :data:`COMPARED` against the Gaussian and the
+    best, by ``diff(name, ref) -> (mean, se)``."""
+    best = min(rows, key=lambda n: rows[n]["rel"])
+    return {n: {ref: dict(zip(("diff", "se"), diff(n, ref))) for ref in dict.fromkeys(
+        (gaussian, best)) if ref in rows and ref != n} for n in COMPARED if n in rows}
+
+
+def summarize(res: dict, names, gaussian: str = "gaussian-val") -> dict:
     """Per data set: mean ``rel`` and its SE per method (overall and per element), the bias per
-    element, the best method, and the U-net's paired difference from the Gaussian."""
+    element, the best method, and the paired differences of ``auto`` and the default U-net from
+    the Gaussian and from the best (``minus``)."""
     out = {}
     for key in ("tilt", "frame_holdout"):
         sets = res[key]
@@ -287,11 +299,8 @@ def summarize(res: dict, names, gaussian: str = "gaussian-val", unet: str = "une
             rows[n]["per_element"] = {
                 e: dict(zip(("rel", "se"), rel(n, (e,))), bias=float(np.mean(m[e]["bias"])),
                         parameter=_median(m[e]["parameter"])) for e in ELEMENTS}
-        diff = {}
-        for ref in (gaussian, min(rows, key=lambda n: rows[n]["rel"])):
-            if unet in rows and ref in rows and ref != unet:
-                diff[ref] = dict(zip(("diff", "se"), rel(unet, minus=ref)))
-        out[key] = {"rows": rows, "unet_minus": diff}
+        out[key] = {"rows": rows, "minus": _paired(rows, lambda n, ref, rel=rel: rel(
+            n, minus=ref), gaussian)}
     sets = {(e, d): r for e in ELEMENTS for d, r in res["frames"][e].items() if "->" in d}
     rows = {}
     for n in names:
@@ -303,11 +312,8 @@ def summarize(res: dict, names, gaussian: str = "gaussian-val", unet: str = "une
             pe["bias"] = float(np.mean([r["methods"][n]["bias"] for r in mine]))
             pe["parameter"] = _median([r["methods"][n]["parameter"] for r in mine])
             rows[n]["per_element"][e] = pe
-    diff = {}
-    for ref in (gaussian, min(rows, key=lambda n: rows[n]["rel"])):
-        if unet in rows and ref in rows and ref != unet:
-            diff[ref] = dict(zip(("diff", "se"), frames_rel(sets.values(), unet, ref)))
-    out["frames"] = {"rows": rows, "unet_minus": diff}
+    out["frames"] = {"rows": rows, "minus": _paired(
+        rows, lambda n, ref: frames_rel(sets.values(), n, ref), gaussian)}
     return out
 
 
@@ -338,19 +344,25 @@ SETS = (("tilt", "tilt series, binomial hold-out (q = 0.5, per map)"),
         ("frame_holdout", "frame sums, binomial hold-out (q = 0.5)"))
 
 
-def reading(summ: dict, gaussian: str = "gaussian-val", unet: str = "unet") -> list[str]:
-    """One sentence per data set: the best method, and the U-net against the Gaussian."""
+WHO = {AUTO: "`nanoedx denoise`'s default, `auto`,", "unet": "the default U-net `unet`"}
+
+
+def reading(summ: dict, gaussian: str = "gaussian-val") -> list[str]:
+    """One sentence per data set: the best method, and ``auto`` and the U-net against the
+    Gaussian."""
     out = []
     for key, label in SETS:
         rows = summ[key]["rows"]
         best = min(rows, key=lambda n: rows[n]["rel"])
         line = (f"- **{label}**: best `{best}`, {rows[best]['rel']:.2f} ± {rows[best]['se']:.2f} "
                 "of the flat prediction's error")
-        d = summ[key]["unet_minus"].get(gaussian)
-        if d is not None:
-            line += (f"; the default `{unet}` ({rows[unet]['rel']:.2f}) is "
-                     f"{verdict(d['diff'], d['se'])} `{gaussian}` ({rows[gaussian]['rel']:.2f}): "
-                     f"difference {d['diff']:+.2f} ± {d['se']:.2f}")
+        for n, refs in summ[key]["minus"].items():
+            d = refs.get(gaussian)
+            if d is not None:
+                line += (f"; {WHO.get(n, f'`{n}`')} ({rows[n]['rel']:.2f}) is "
+                         f"{verdict(d['diff'], d['se'])} `{gaussian}` "
+                         f"({rows[gaussian]['rel']:.2f}): difference {d['diff']:+.3f} ± "
+                         f"{d['se']:.3f}")
         out.append(line + ".")
     return out
 
@@ -461,13 +473,15 @@ def markdown(raw: dict, summ: dict) -> str:
         t, f = summ["tilt"]["rows"][n]["per_element"], summ["frames"]["rows"][n]["per_element"]
         lines.append(f"| {n} | " + " | ".join(f"{t[e]['bias']:+.1f} | {f[e]['bias']:+.1f}"
                                               for e in ELEMENTS) + " |")
-    lines += ["", "The default U-net's paired difference (fraction of the flat error; negative: "
-              "the U-net is better):", "", "| data set | against | difference | verdict |",
-              "| --- | --- | --- | --- |"]
+    lines += ["", "Paired differences of `auto` (the default of `nanoedx denoise`) and of the "
+              "default U-net (fraction of the flat error; negative: better than the reference "
+              "method):", "", "| data set | method | against | difference | verdict |",
+              "| --- | --- | --- | --- | --- |"]
     for key, label in SETS:
-        for ref, v in summ[key]["unet_minus"].items():
-            lines.append(f"| {label} | {ref} | {v['diff']:+.3f} ± {v['se']:.3f} | "
-                         f"{verdict(v['diff'], v['se'])} |")
+        for n, refs in summ[key]["minus"].items():
+            for ref, v in refs.items():
+                lines.append(f"| {label} | {n} | {ref} | {v['diff']:+.3f} ± {v['se']:.3f} | "
+                             f"{verdict(v['diff'], v['se'])} |")
     return "\n".join(lines) + "\n"
 
 
