@@ -33,6 +33,9 @@ def _counts(text: str):
     return tuple(values) if sep else values[0]
 
 
+NONNEGATIVE_INT = numeric(int, low=0)
+
+
 def _folds(text: str) -> int:
     """``K`` >= 2 parts, or 0 for none."""
     k = COUNT(text) if text.strip() != "0" else 0
@@ -160,6 +163,44 @@ def _denoise_by_method(a) -> None:
         print(write_series(a.save_thinned, series))
     print(write_series(a.out, out))
     if a.report:
+        print(a.report)
+
+
+def _align_files(a) -> None:
+    from .data.tiltio import read_series, write_series
+    from .evaluation.figures import alignment_figure
+    from .reconstruction.align import align_series, apply_alignment
+
+    png = a.png or dataset_cli.file_part(a.out).with_suffix(".png")
+    guard_outputs([a.out, png, a.report, a.save_thinned], [*_series_inputs(a), a.haadf],
+                  a.overwrite)
+    _check_formats(a.out, a.save_thinned)
+    if a.report and Path(a.report).suffix != ".json":
+        raise ConfigError(f"--report must be a .json file, got {a.report}")
+    if a.use == "haadf" and not a.haadf:
+        raise ConfigError("--use haadf needs the HAADF images: give --haadf FILE (one image per "
+                          "tilt), or --use maps")
+    series = _read(a)
+    haadf = read_series(a.haadf).data[0] if a.haadf else None
+    out, found = align_series(series, haadf, use=a.use, rotation=a.rotation, axis=a.axis,
+                              refine=a.refine, subpixel=True if a.subpixel else None,
+                              max_shift=a.max_shift, min_correlation=a.min_correlation)
+    print(found.table(series.angles), file=sys.stderr)
+    if a.save_thinned:
+        print(write_series(a.save_thinned, series))
+    print(write_series(a.out, out))
+    if found.source == "haadf":
+        shown, moved = haadf, apply_alignment(haadf, found)
+    else:
+        shown, moved = series.data.sum(axis=0), out.data.sum(axis=0)
+    print(alignment_figure(shown, moved, series.angles, found, png,
+                           title=f"{dataset_cli.file_part(a.out).name}: aligned on the "
+                           f"{found.source}"))
+    if a.report:
+        from nanoedx_dataset.store.files import atomic_output
+
+        with atomic_output(Path(a.report)) as tmp:
+            tmp.write_text(json.dumps(found.to_dict(), indent=1) + "\n")
         print(a.report)
 
 
@@ -479,6 +520,40 @@ def build_parser() -> argparse.ArgumentParser:
                    "--seed + 1, ...)")
     p.add_argument("--report", help="with --method: also write the scores as JSON (.json)")
     p.set_defaults(func=_denoise_files)
+    p = _series_parser(
+        sub, "align", "align a tilt series: drift, tilt axis, in-plane rotation",
+        "Register every tilt to its neighbours by cross-correlation (of the HAADF images with "
+        "--haadf, else of the summed elemental maps), place the tilt axis at the centre "
+        "column (where reconstructions from all but every third tilt best predict the tilts "
+        "left out), and optionally undo an in-plane rotation of the axis; the same moves for "
+        "every element. Raw counts move by whole pixels and stay counts; writes the aligned "
+        "series, a PNG of the shifts and of the column profiles before and after, and the "
+        "table to stderr. A tilt that matches no neighbour is an error, not a guess.",
+        "maps (angle, row, col) or (element, angle, row, col) with their tilt angles",
+        "aligned series: .tif, .npy or .h5")
+    p.add_argument("--haadf", help="HAADF images, one per tilt (angle, row, col), of the maps' "
+                   "pixels: registered instead of the maps (any series format)")
+    p.add_argument("--use", default="auto", choices=("auto", "haadf", "maps"),
+                   help="what to register (auto: the HAADF images when given)")
+    p.add_argument("--rotation", action="store_true",
+                   help="also find and undo an in-plane rotation of the tilt axis (up to 10 deg)")
+    p.add_argument("--axis", default="reprojection", choices=("reprojection", "com"),
+                   help="how to place the tilt axis: reprojection (any field) or com (one "
+                   "object wholly inside the field)")
+    p.add_argument("--refine", type=NONNEGATIVE_INT, default=0, metavar="N",
+                   help="rounds of projection matching after that (default 0)")
+    p.add_argument("--subpixel", action="store_true",
+                   help="move raw counts by sub-pixel shifts too (interpolated: no longer whole "
+                   "counts, which the denoisers need); non-integer maps always move so")
+    p.add_argument("--max-shift", type=POSITIVE, metavar="PX",
+                   help="largest shift between neighbouring tilts (default a quarter of the "
+                   "smaller side)")
+    p.add_argument("--min-correlation", type=numeric(float, low=0.0, high=1.0), default=0.3,
+                   metavar="R", help="least correlation of a tilt with its neighbour after its "
+                   "shift (default 0.3)")
+    p.add_argument("--png", help="figure of the alignment (default: beside -o, .png)")
+    p.add_argument("--report", help="also write the shifts and scores as JSON (.json)")
+    p.set_defaults(func=_align_files)
     p = _series_parser(
         sub, "reconstruct", "EM reconstruction of a (denoised) tilt series",
         "EM (or SIRT) reconstruction of each element; writes the volume (z, y, x), or (element, "

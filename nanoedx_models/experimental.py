@@ -2,8 +2,9 @@
 
 The command line (``nanoedx denoise`` / ``nanoedx reconstruct``) is a thin layer over
 :func:`denoise_series` and :func:`reconstruct_series`; files are read and written by
-:mod:`nanoedx_models.data.tiltio`. Tilt-series alignment is the user's job: the maps must already be
-aligned to a common tilt axis along the rows (y).
+:mod:`nanoedx_models.data.tiltio`. The maps must be aligned to a common tilt axis along the rows
+(y) at the centre column: :func:`nanoedx_models.reconstruction.align.align_series` (``nanoedx
+align``) does that.
 """
 
 from __future__ import annotations

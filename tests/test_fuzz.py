@@ -242,6 +242,7 @@ def _base(command: str, db: Path, maps: Path, out: Path) -> list:
         "adapt": ["adapt", maps, "-o", out / "a.pt", "--steps", "1", "--batch-size", "1",
                   "--crop", "16", "--device", "cpu"],
         "denoise": ["denoise", maps, ANGLES, "-o", out / "d.npy"],
+        "align": ["align", maps, ANGLES, "-o", out / "al.npy"],
         "reconstruct": ["reconstruct", maps, ANGLES, "--iterations", "2", "-o", out / "r.npy"],
         "benchmark": CONSUMERS["benchmark"](db, out),
         "evaluate": ["evaluate", maps, "--methods", "noisy", "--counts", "500"],
@@ -263,7 +264,7 @@ BAD_NUMBERS = ("-1", "nan", "inf", "1e300", "0")
 
 def test_every_numeric_option_is_fuzzed():
     commands = {c for c, _ in NUMERIC}
-    assert {"generate", "renoise", "train", "denoise", "reconstruct", "benchmark",
+    assert {"generate", "renoise", "train", "align", "denoise", "reconstruct", "benchmark",
             "evaluate", "voxelize"} <= commands
     assert len(NUMERIC) >= 35
 

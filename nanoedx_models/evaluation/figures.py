@@ -149,3 +149,37 @@ def volume_figure(volume: np.ndarray, elements: list[str], path, title: str = ""
     if title:
         fig.suptitle(title, fontsize=9)
     return save_png(fig, path)
+
+
+def alignment_figure(before: np.ndarray, after: np.ndarray, angles, alignment, path,
+                     title: str = "") -> Path:
+    """PNG of an alignment: the shifts against the tilt angle, and the column profiles of every
+    tilt (each image summed over its rows, tilts sorted by angle) as given and aligned."""
+    plt = pyplot()
+    a = np.asarray(angles, float)
+    order = np.argsort(a)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    ax = axes[0]
+    for k, label in enumerate(("row shift", "column shift")):
+        ax.plot(a[order], np.asarray(alignment.shifts)[order, k], "o-", label=label)
+    ax.axhline(0, color="0.6", lw=0.5)
+    ax.set_xlabel("tilt angle (deg)")
+    ax.set_ylabel("shift applied (pixels)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"axis at column {alignment.axis_column:.1f}, rotation "
+                 f"{alignment.rotation:+.2f} deg", fontsize=9)
+    for ax, imgs, name, misfit in ((axes[1], before, "as given", alignment.misfit_before),
+                                   (axes[2], after, "aligned", alignment.misfit_after)):
+        prof = np.asarray(imgs, float).sum(axis=1)[order]
+        im = ax.imshow(prof, aspect="auto", cmap="inferno", interpolation="nearest",
+                       extent=(-0.5, prof.shape[1] - 0.5, len(a) - 0.5, -0.5))
+        ax.axvline((prof.shape[1] - 1) / 2, color="c", lw=0.8, ls="--", label="centre column")
+        ax.set_yticks(np.arange(len(a)), [f"{v:g}" for v in a[order]], fontsize=6)
+        ax.set_xlabel("column")
+        ax.set_ylabel("tilt angle (deg)" if name == "as given" else "")
+        ax.set_title(f"column profiles, {name}: held-out misfit {misfit:.3f}", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.colorbar(im, ax=ax, label="counts per column")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_png(fig, path)

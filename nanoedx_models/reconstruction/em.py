@@ -87,7 +87,7 @@ def _to_torch(a, device):
                                    torch.from_numpy(a.data), size=a.shape, device=device)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=16)  # the folds of an alignment or a 3D hold-out use a few angle sets
 def _operators(n: int, angles: tuple[float, ...]):
     """Forward and back projector (float32 CSR) and their column/row sums, built once."""
     w = system_matrix(n, angles).astype(np.float32)
@@ -159,3 +159,16 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
     if device is not None:
         x = x.cpu().numpy()
     return np.ascontiguousarray(x.reshape(n, n, n_y).transpose(0, 2, 1))
+
+
+def reproject(volume, angles) -> np.ndarray:
+    """Projections of a volume (z, y, x) with ``z`` and ``x`` of one size and any ``y``, on the
+    grid of DESIGN.md (as :func:`reconstruct` models them): (angle, y, x), float32."""
+    v = np.asarray(volume, np.float32)
+    if v.ndim != 3 or v.shape[0] != v.shape[2]:
+        raise ConfigError(f"a volume must be (z, y, x) with z and x of one size, got {v.shape}")
+    n, n_y = v.shape[0], v.shape[1]
+    ang = tuple(float(a) for a in check_angles(angles))
+    w = _operators(n, ang)[0]
+    sino = w @ v.transpose(0, 2, 1).reshape(n * n, n_y)  # (angle * u, y)
+    return np.ascontiguousarray(sino.reshape(len(ang), n, n_y).transpose(0, 2, 1))
