@@ -19,6 +19,7 @@ from nanoedx_dataset.errors import ConfigError
 # the files a benchmark run writes into its folder (leaderboard.md, leaderboard_2d.png, ...)
 BENCHMARK_FILES = "leaderboard*"
 EVALUATE_METHODS = "noisy,gaussian-val,tv-val,anscombe-bm3d-val,unet"
+EVALUATE_3D = "noisy,gaussian-val,unet,auto"
 # nanoedx denoise --method auto's defaults (evaluation.auto's, spelled here for --help: no torch)
 AUTO_CANDIDATES = ("gaussian-val", "unet", "unet-multidose")
 FOLDS = 5
@@ -196,12 +197,7 @@ def _align_files(a) -> None:
     print(alignment_figure(shown, moved, series.angles, found, png,
                            title=f"{dataset_cli.file_part(a.out).name}: aligned on the "
                            f"{found.source}"))
-    if a.report:
-        from nanoedx_dataset.store.files import atomic_output
-
-        with atomic_output(Path(a.report)) as tmp:
-            tmp.write_text(json.dumps(found.to_dict(), indent=1) + "\n")
-        print(a.report)
+    _write_json(a.report, found.to_dict())
 
 
 def _reconstruct_files(a) -> None:
@@ -250,15 +246,30 @@ def _series_parser(sub, name: str, help: str, description: str, what: str, outpu
     return p
 
 
+def _write_json(path, record) -> None:
+    """Write a JSON report (atomically) and print its path; nothing for no path."""
+    if path:
+        from nanoedx_dataset.store.files import atomic_output
+
+        with atomic_output(Path(path)) as tmp:
+            tmp.write_text(json.dumps(record, indent=1, default=float) + "\n")
+        print(path)
+
+
 def _evaluate(a) -> None:
     from .data.counts import check_counts
     from .data.tiltio import read_series
-    from .evaluation.holdout import evaluate_methods, resolve_methods
-    from nanoedx_dataset.store.files import atomic_output
+    from .evaluation.holdout import (SINGLE_EVENT_NOTE, evaluate_methods, resolve_methods,
+                                     single_event)
 
     if a.out and Path(a.out).suffix != ".json":
         raise ConfigError(f"-o/--out must be a .json file, got {a.out}")
-    methods = _names(a.methods) or []
+    if a.three_d:
+        return _evaluate_3d(a)
+    if a.angles or a.folds != 3 or a.iterations != 15:
+        raise ConfigError("--angles, --folds and --iterations are for --3d")
+    a.counts = 1000.0 if a.counts is None else a.counts
+    methods = _names(a.methods or EVALUATE_METHODS) or []
     guard_outputs([a.out], [*a.input, *map(_model_input, methods)], a.overwrite)
     resolve_methods(methods)  # unknown names and oracles: an error before any work
     series = read_series(a.input, _names(a.element))
@@ -275,10 +286,9 @@ def _evaluate(a) -> None:
             fmt = lambda v: "–" if v is None else f"{v:.3g}"  # noqa: E731
             print(f"| {r['method']} | {fmt(r['score_mean'])} | {fmt(r['score_median'])} | "
                   f"{fmt(r['parameter'])} | {r['status']} |")
-    if a.out:
-        with atomic_output(Path(a.out)) as tmp:
-            tmp.write_text(json.dumps(report, indent=1, default=float) + "\n")
-        print(a.out)
+        if single_event(series.data[e]):
+            print(SINGLE_EVENT_NOTE)
+    _write_json(a.out, report)
 
 
 def _benchmark(a) -> None:
@@ -453,20 +463,62 @@ def _add_evaluate(sub) -> None:
                        description="Split each raw count map binomially into a low-dose input "
                        "(--counts) and an independent remainder, denoise the input, fit the "
                        "output to the remainder (scale and offset) and report the held-out "
-                       "error net of the remainder's Poisson noise (%%, lower is better).")
+                       "error net of the remainder's Poisson noise (%%, lower is better). With "
+                       "--3d, rank whole pipelines (denoiser + EM) on an aligned tilt series "
+                       "instead: every --folds-th tilt is left out in turn, the others are "
+                       "denoised and reconstructed, and the reconstruction's projections are "
+                       "scored against the left-out tilts' counts the same way.")
     p.add_argument("input", nargs="+", help="raw count maps: .tif, .npy, .h5 or HyperSpy; "
                    "several files = one per element")
     add_out(p, "write the rows as JSON (.json)", required=False)
     p.add_argument("--element", help="element names (one per file) or the one to take")
-    p.add_argument("--methods", default=EVALUATE_METHODS,
-                   help="comma-separated denoisers (no oracles: they need the ground truth)")
-    p.add_argument("--counts", type=POSITIVE, default=1000.0, help="counts per input map")
+    p.add_argument("--methods", help="comma-separated denoisers (no oracles: they need the "
+                   f"ground truth); default {EVALUATE_METHODS}, with --3d {EVALUATE_3D}")
+    p.add_argument("--counts", type=POSITIVE, help="counts per input map (default 1000; with "
+                   "--3d: thin every map to this many first, default none)")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="score denoiser + EM pipelines by left-out tilts (needs the angles)")
+    p.add_argument("--angles", help="with --3d: tilt angles START:STOP:STEP, a,b,c or a file "
+                   "(default: from the file)")
+    add_angle_unit(p)
+    p.add_argument("--folds", type=numeric(int, low=2), default=3,
+                   help="with --3d: every K-th tilt is left out in turn (default 3)")
+    p.add_argument("--iterations", type=COUNT, default=15, help="with --3d: EM iterations")
     p.add_argument("--background", type=NONNEGATIVE,
                    help="background counts per given map (default 0: the fit's offset takes it)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the binomial split")
     p.set_defaults(func=_evaluate, _inputs=("input",),
                    _fix="check that each input is a readable stack of count maps of the "
                    "format its extension names")
+
+
+def _evaluate_3d(a) -> None:
+    from .data.counts import check_counts
+    from .data.tiltio import read_series
+    from .evaluation.holdout import SINGLE_EVENT_NOTE, resolve_methods, single_event
+    from .evaluation.holdout3d import AUTO, evaluate_pipelines, table
+
+    methods = _names(a.methods or EVALUATE_3D) or []
+    guard_outputs([a.out], [*a.input, *map(_model_input, methods), a.angles], a.overwrite)
+    resolve_methods([m for m in methods if m != AUTO] or ["noisy"])  # before any work
+    series = read_series(a.input, _names(a.element), a.angles)
+    if series.angles is None:
+        raise ConfigError("--3d needs the tilt angles: give --angles START:STOP:STEP or a file "
+                          "of angles (one per map)")
+    angles = tilt_degrees(series.angles, a.angle_unit)
+    check_counts(series.data)
+    report = {"counts": a.counts, "seed": a.seed, "folds": a.folds,
+              "iterations": a.iterations, "elements": {}}
+    for e, name in enumerate(series.elements):
+        rows = evaluate_pipelines(series.data[e], angles, methods, folds=a.folds,
+                                  iterations=a.iterations, counts=a.counts, seed=a.seed,
+                                  background=a.background or 0.0, progress=True)
+        report["elements"][name] = rows
+        print(f"\n{name}: left-out tilts predicted by each pipeline (nMSE, lower is better)")
+        print(table(rows), end="")
+        if single_event(series.data[e]):
+            print(SINGLE_EVENT_NOTE)
+    _write_json(a.out, report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -125,6 +125,19 @@ class HoldoutResult:
                 "seconds_per_map": self.seconds / len(self.score)}
 
 
+SINGLE_EVENT_NOTE = (
+    "note: these maps hold at most one count per pixel (single-event maps): their noise is "
+    "Bernoulli, variance p - p^2, so the Poisson noise removed (p) is too much by sum(p^2) / n, "
+    "the same for every method scored on the same counts. The errors can come out negative; "
+    "rank and compare by the differences between methods, which stay unbiased.")
+
+
+def single_event(maps) -> bool:
+    """True for count maps with no pixel above 1 (see :data:`SINGLE_EVENT_NOTE`)."""
+    x = np.asarray(maps)
+    return bool(x.size and x.max() <= 1)
+
+
 def split_counts(maps, counts: float = 1000.0, seed=0):
     """Split count maps binomially into a low-dose input and an independent remainder.
 
@@ -437,5 +450,5 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
     return sorted(rows, key=lambda r: (r["status"] != "ok", r["score_mean"] or 0.0))
 
 
-__all__ = ["HoldoutResult", "evaluate_holdout", "evaluate_methods", "fit_score",
+__all__ = ["SINGLE_EVENT_NOTE", "HoldoutResult", "evaluate_holdout", "evaluate_methods", "fit_score",
            "resolve_methods", "select_parameter", "split_counts", "split_folds"]
