@@ -25,3 +25,29 @@ def fail_at_sample(monkeypatch, index: int, error: BaseException) -> None:
         return real(cfg, i)
 
     monkeypatch.setattr(single, "make_sample", failing)
+
+
+@pytest.fixture
+def hide_modules(monkeypatch):
+    """``hide(prefix)``: from then on, importing a module whose name starts with ``prefix``
+    raises ImportError, as if its extra were not installed."""
+    import builtins
+    import importlib
+
+    real_import, real_module = builtins.__import__, importlib.import_module
+
+    def hide(prefix: str) -> None:
+        def fake_import(name, *args, **kwargs):
+            if name.startswith(prefix):
+                raise ImportError(name)
+            return real_import(name, *args, **kwargs)
+
+        def fake_module(name, *args, **kwargs):
+            if name.startswith(prefix):
+                raise ImportError(name)
+            return real_module(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", fake_import)
+        monkeypatch.setattr(importlib, "import_module", fake_module)
+
+    return hide

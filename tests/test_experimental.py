@@ -156,24 +156,14 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, command, args, m
 
 def test_bad_output_is_refused_before_work(tmp_path, capsys):
     folder = _bad(tmp_path)
-    for out, match in ((folder / "out.hspy", "cannot write"), (folder / "no" / "o.npy",
+    for out, match in ((folder / "out.emd", "cannot write"), (folder / "no" / "o.npy",
                                                                "does not exist")):
         assert main(["denoise", str(folder / "ok.npy"), "-o", str(out)]) == 2
         assert match in capsys.readouterr().err
 
 
-def test_a_missing_extra_names_the_install(tmp_path, capsys, monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_rsciio(name, *a, **k):
-        if name.startswith("rsciio"):
-            raise ImportError(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_rsciio)
-    monkeypatch.setattr("importlib.import_module", lambda name: no_rsciio(name))
+def test_a_missing_extra_names_the_install(tmp_path, capsys, hide_modules):
+    hide_modules("rsciio")
     (tmp_path / "s.hspy").write_bytes(b"\0")
     assert main(["denoise", str(tmp_path / "s.hspy"), "-o", str(tmp_path / "o.h5")]) == 2
     assert 'pip install "nanoedx[hyperspy]"' in capsys.readouterr().err

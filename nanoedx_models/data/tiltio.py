@@ -10,11 +10,16 @@ the tilt axis (y), columns along x at 0 deg (DESIGN.md). Formats, chosen by the 
 * ``.h5``/``.hdf5``/``.nc`` with an optional dataset path, ``file.h5:/group/data`` -- attributes
   ``angles``, ``elements`` and ``metadata`` (JSON) next to the data;
 * ``.hspy``, ``.emd`` (Velox), ``.bcf`` (Bruker) -- read through RosettaSciIO (the ``hyperspy``
-  extra): maps stacked along a tilt axis, one signal per element (its title), with the tilt
-  angles from the navigation axis.
+  extra): maps stacked along a tilt axis, one signal per element (its title), or one signal
+  with an ``element`` navigation axis (as written here), with the tilt angles from the
+  navigation axis in degrees and the pixel size from the signal axes.
 
-Writers cover the first three; a HyperSpy input is written as HDF5 unless another extension is
-asked for.
+Writers cover the first three and ``.hspy`` (through HyperSpy, the ``hyperspy`` extra): a
+``Signal2D`` whose navigation axes are the tilt angles (in degrees; a non-uniform axis when the
+steps differ) and, for several elements, an ``element`` axis (names in
+``metadata.Sample.elements``), and whose signal axes carry the pixel size and units of the
+input when it had them (``metadata["pixel_size"]``); a volume (z, y, x) is a ``Signal2D``
+navigated along z. HyperSpy, tomviz and napari users open them directly.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ TIFF = (".tif", ".tiff")
 HDF5 = (".h5", ".hdf5", ".nc")
 NPY = (".npy",)
 HYPERSPY = {".hspy": "hspy", ".emd": "emd", ".bcf": "bruker"}
-WRITABLE = TIFF + HDF5 + NPY
+HSPY = (".hspy",)  # the HyperSpy format that is written too
+WRITABLE = TIFF + HDF5 + NPY + HSPY
+ELEMENT_AXIS = "element"
 DEFAULT_DATASET = "/data"
 
 
@@ -143,28 +150,58 @@ def _axis_values(axis: dict) -> np.ndarray:
     return axis.get("offset", 0.0) + axis.get("scale", 1.0) * np.arange(axis["size"])
 
 
+def _named_elements(signal: dict) -> tuple[int, list[str]] | None:
+    """The index of an ``element`` navigation axis and its names (metadata.Sample.elements)."""
+    names = signal["metadata"].get("Sample", {}).get("elements")
+    for k, a in enumerate(signal["axes"]):
+        if (a.get("name") == ELEMENT_AXIS and a.get("navigate", False)
+                and isinstance(names, list) and len(names) == np.shape(signal["data"])[k]):
+            return k, [str(n) for n in names]
+    return None
+
+
 def _read_hyperspy(path: Path, element: str | None) -> tuple[np.ndarray, dict]:
-    """One stack of maps (angle, row, col) from a HyperSpy file: the signal titled ``element``."""
+    """Maps (angle, row, col), or (element, angle, row, col) from a signal with an ``element``
+    axis, of a HyperSpy file: the signal titled ``element``, or holding it on that axis."""
     signals = [s for s in _hyperspy_signals(path)
                if not any(str(a.get("units", "")).lower() in ("kev", "ev")
                           for a in s["axes"] if not a.get("navigate", True))]
     titles = [str(s["metadata"].get("General", {}).get("title", "")) for s in signals]
     if element is not None:
-        signals = [s for s, t in zip(signals, titles) if t == element]
+        keep = [t == element or element in (_named_elements(s) or (0, []))[1]
+                for s, t in zip(signals, titles)]
+        signals = [s for s, k in zip(signals, keep) if k]
     if len(signals) != 1:
         raise ConfigError(f"{path.name}: {len(signals)} stacks of maps match "
                           f"{'element ' + repr(element) if element else 'the file'} (maps in "
                           f"the file: {', '.join(titles) or 'none'}); choose one with --element. "
-                          "Spectrum images need elemental maps first, e.g. HyperSpy's "
-                          "get_lines_intensity() saved as .hspy")
+                          "Spectrum images need elemental maps first: nanoedx maps")
     s = signals[0]
-    nav = [a for a in s["axes"] if a.get("navigate", False)]
-    meta = {"title": titles[0] if element is None else element}
+    data = np.asarray(s["data"])
+    axes = list(s["axes"])
+    meta = {"title": str(s["metadata"].get("General", {}).get("title", "")),
+            "metadata": json.loads(json.dumps(s["metadata"], default=str))}
+    own = meta["metadata"].get("nanoedx", {}).get("metadata")
+    if isinstance(own, str):  # written here: the series' own metadata, as it was
+        meta["metadata"] = json.loads(own)
+    found = _named_elements(s)
+    if found is not None:
+        k, names = found
+        data, axes = np.moveaxis(data, k, 0), [axes[k]] + axes[:k] + axes[k + 1:]
+        if element is not None and element != meta["title"]:
+            data, names = data[names.index(element)], [element]
+        meta["elements"], meta["title"] = names, None
+    elif element is not None:
+        meta["title"] = element
+    nav = [a for a in axes if a.get("navigate", False) and a.get("name") != ELEMENT_AXIS]
     if len(nav) == 1 and str(nav[0].get("units", "")).lower() in ("deg", "degree", "degrees",
                                                                    "°"):
         meta["angles"] = _axis_values(nav[0]).tolist()
-    meta["metadata"] = json.loads(json.dumps(s["metadata"], default=str))
-    return np.asarray(s["data"]), meta
+    pixel = [a for a in axes if not a.get("navigate", True)]
+    if len(pixel) == 2 and str(pixel[0].get("units", "")) not in ("", "<undefined>"):
+        meta["metadata"]["pixel_size"] = {"scale": float(pixel[0].get("scale", 1.0)),
+                                          "units": str(pixel[0]["units"])}
+    return data, meta
 
 
 def read_array(text, element: str | None = None) -> tuple[np.ndarray, dict]:
@@ -306,9 +343,10 @@ def check_output(text) -> str:
     """The format of an output path, checked before any work: writable kind, folder exists."""
     path, _ = split_path(text)
     fmt = file_format(path)
+    if fmt == "hyperspy" and path.suffix.lower() not in HSPY:
+        raise ConfigError(f"cannot write {path.name}: write .hspy, .tif, .npy or .h5")
     if fmt == "hyperspy":
-        raise ConfigError(f"cannot write {path.name}: write .tif, .npy or .h5 (HyperSpy reads "
-                          "all three)")
+        _hyperspy_api(path)  # a missing extra: an error before any work
     if not path.parent.is_dir():
         raise ConfigError(f"no folder {path.parent} for the output {path.name}")
     return fmt
@@ -324,7 +362,9 @@ def write_array(text, data: np.ndarray, attrs: dict | None = None) -> Path:
     fmt = check_output(text)
     attrs = {k: v for k, v in (attrs or {}).items() if v is not None}
     with atomic_output(path) as tmp:
-        if fmt == "npy":
+        if fmt == "hyperspy":
+            _write_hspy(tmp, data, attrs, path)
+        elif fmt == "npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, data)
         elif fmt == "tiff":
@@ -339,6 +379,59 @@ def write_array(text, data: np.ndarray, attrs: dict | None = None) -> Path:
                 for k, v in _jsonable(attrs).items():
                     d.attrs[k] = json.dumps(v) if isinstance(v, dict) else v
     return path
+
+
+def _hyperspy_api(path: Path):
+    try:
+        import hyperspy.api as hs
+    except ImportError as err:
+        raise MissingExtraError(f"writing {path.name} needs HyperSpy: "
+                                'pip install "nanoedx[hyperspy]"') from err
+    return hs
+
+
+def _hspy_axes(data: np.ndarray, attrs: dict) -> list[dict]:
+    """HyperSpy axes of an array by its ``dims``: the last two are the signal (pixels)."""
+    dims = str(attrs.get("dims") or "").split(",")
+    if len(dims) != data.ndim:
+        dims = [f"axis{k}" for k in range(data.ndim - 2)] + ["y", "x"]
+    meta = attrs.get("metadata") if isinstance(attrs.get("metadata"), dict) else {}
+    pixel = meta.get("pixel_size") or {}
+    scale, units = float(pixel.get("scale", 1.0)), str(pixel.get("units", "px"))
+    angles = attrs.get("angles", attrs.get("tilt_angles"))
+    axes = []
+    for k, (name, n) in enumerate(zip(dims, data.shape)):
+        if k >= data.ndim - 2 or name == "z":  # pixels, or voxels along z
+            axes.append({"name": {"row": "y", "col": "x"}.get(name, name), "size": n,
+                         "offset": 0.0, "scale": scale, "units": units,
+                         "navigate": k < data.ndim - 2})
+        elif name == "angle" and angles is not None and len(angles) == n:
+            a = np.asarray(angles, float)
+            steps = np.diff(a)
+            uniform = n > 1 and np.allclose(steps, steps[0])
+            axes.append({"name": "tilt", "units": "deg", "navigate": True, "size": n,
+                         "offset": float(a[0]), "scale": float(steps[0])} if uniform else
+                        {"name": "tilt", "units": "deg", "navigate": True, "axis": a})
+        else:
+            axes.append({"name": ELEMENT_AXIS if name == "element" else name, "size": n,
+                         "offset": 0.0, "scale": 1.0, "units": "", "navigate": True})
+    return axes
+
+
+def _write_hspy(tmp: Path, data: np.ndarray, attrs: dict, path: Path) -> None:
+    """A HyperSpy Signal2D of ``data`` (module docstring), written to ``tmp``."""
+    hs = _hyperspy_api(path)
+    elements = list(attrs.get("elements") or [])
+    extra = {k: v for k, v in attrs.items() if k not in ("elements", "metadata")}
+    metadata = {"General": {"title": ",".join(elements) or path.stem},
+                "nanoedx": _jsonable(extra)}
+    if elements:
+        metadata["Sample"] = {"elements": elements}
+    if isinstance(attrs.get("metadata"), dict):
+        metadata["nanoedx"]["metadata"] = json.dumps(_jsonable(attrs["metadata"]))
+    signal = hs.signals.Signal2D(np.asarray(data), axes=_hspy_axes(np.asarray(data), attrs),
+                                 metadata=metadata)
+    signal.save(tmp, file_format="HSPY", overwrite=True)
 
 
 def _jsonable(attrs: dict) -> dict:
