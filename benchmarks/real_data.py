@@ -52,8 +52,8 @@ import numpy as np
 import real_qd  # beside this script
 from scipy.stats import spearmanr
 
-from nanoedx_dataset.errors import MissingExtraError
 from nanoedx_dataset.store.files import atomic_output
+from nanoedx_models.data.spectra import spectrum_maps
 from nanoedx_models.denoisers.classical import remove_background
 from nanoedx_models.evaluation.auto import auto_denoise
 from nanoedx_models.evaluation.holdout import evaluate_holdout, fit_score, split_counts
@@ -91,31 +91,24 @@ def fetch_files(cache: Path) -> list[Path]:
 
 
 def element_maps(path: Path, counts: float) -> dict:
-    """Integer line maps and their background counts per map, of the usable X-ray lines."""
-    try:
-        import exspy  # noqa: F401 -- registers the EDS signal types with HyperSpy
-        import hyperspy.api as hs
-    except ImportError as err:
-        raise MissingExtraError('reading .bcf files needs pip install -e ".[hyperspy]"') from err
-    s = hs.load(path, select_type="spectrum_image")
-    lines = list(s.metadata.Sample.xray_lines)
-    raw = s.get_lines_intensity(xray_lines=lines)
-    net = s.get_lines_intensity(xray_lines=lines,
-                                background_windows=s.estimate_background_windows(xray_lines=lines))
+    """Integer line maps and their background counts per map, of the usable X-ray lines
+    (``nanoedx maps FILE --background-windows``: :func:`~nanoedx_models.data.spectra.
+    spectrum_maps`)."""
+    made = spectrum_maps(path, background=True, progress=False).series
+    lines = made.metadata["lines"]
+    backgrounds = np.asarray(made.metadata["background_counts"])[:, 0]
     maps, kept, skipped = [], [], {}
-    for line, r, n in zip(lines, raw, net):
-        x = np.rint(r.data).astype(np.int64)
-        fraction = 1.0 - float(n.data.sum()) / max(float(x.sum()), 1.0)
+    for line, x, b in zip(lines, made.data[:, 0], backgrounds):
+        fraction = float(b) / max(float(x.sum()), 1.0)
         if x.sum() < MIN_FACTOR * counts:
             skipped[line] = f"{x.sum()} counts"
-        elif not 0.0 <= fraction <= MAX_BACKGROUND:
+        elif not fraction <= MAX_BACKGROUND:
             skipped[line] = f"background {100 * fraction:.0f} % of the window"
         else:
             maps.append(x)
-            kept.append({"line": line, "counts": int(x.sum()),
-                         "background": fraction * float(x.sum())})
-    return {"file": path.name, "shape": list(s.axes_manager.navigation_shape[::-1]),
-            "maps": np.stack(maps), "lines": kept, "skipped": skipped}
+            kept.append({"line": line, "counts": int(x.sum()), "background": float(b)})
+    return {"file": path.name, "shape": list(made.data.shape[-2:]), "maps": np.stack(maps),
+            "lines": kept, "skipped": skipped}
 
 
 def reference_floor(x: np.ndarray, background: float) -> float:

@@ -167,6 +167,42 @@ def _denoise_by_method(a) -> None:
         print(a.report)
 
 
+def _maps_files(a) -> None:
+    import numpy as np
+
+    from .data.spectra import spectrum_maps
+    from .data.tiltio import write_array, write_series
+
+    out = dataset_cli.file_part(a.out)
+    haadf_out = a.haadf_out or out.with_name(out.stem + "_haadf" + out.suffix)
+    angles = a.angles if a.angles and Path(a.angles).is_file() else None
+    guard_outputs([a.out, haadf_out], [*a.input, angles], a.overwrite)
+    _check_formats(a.out, haadf_out)
+    made = spectrum_maps(a.input, _names(a.lines), background=a.background_windows,
+                         angles=a.angles)
+    series = made.series
+    if series.angles is not None:
+        from dataclasses import replace
+
+        series = replace(series, angles=tilt_degrees(series.angles, a.angle_unit))
+    print(write_series(a.out, series))
+    if made.haadf is not None:
+        print(write_array(haadf_out, made.haadf, {"angles": series.angles,
+                                                  "dims": "angle,row,col",
+                                                  "metadata": {"title": made.haadf_title}}))
+    totals = series.data.sum(axis=(2, 3))
+    for e, name in enumerate(series.elements):
+        line = f"{name} ({series.metadata['lines'][e]}): {int(totals[e].min())}-" \
+               f"{int(totals[e].max())} counts per map"
+        if "background_counts" in series.metadata:
+            b = np.asarray(series.metadata["background_counts"][e])
+            line += f", background {b.min():.0f}-{b.max():.0f} (give it to denoise --background)"
+            if np.any(b > 0.7 * totals[e]):
+                line += ("; WARNING: above 70 % of a map's counts, so other peaks fall in the "
+                         "background windows: do not trust it")
+        print(line, file=sys.stderr)
+
+
 def _align_files(a) -> None:
     from .data.tiltio import read_series, write_series
     from .evaluation.figures import alignment_figure
@@ -572,6 +608,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "--seed + 1, ...)")
     p.add_argument("--report", help="with --method: also write the scores as JSON (.json)")
     p.set_defaults(func=_denoise_files)
+    p = sub.add_parser(
+        "maps", help="spectrum images (.emd, .bcf, .hspy) to elemental count maps",
+        description="Integrate X-ray lines of a tilt series of EDX spectrum images (one file "
+        "per tilt, or one file with the tilt as a third navigation axis) into elemental count "
+        "maps with exspy: whole counts, never rescaled. Keeps the HAADF image of each tilt "
+        "(written beside the maps) and the tilt angles of the metadata (else --angles).")
+    p.add_argument("input", nargs="+", help="spectrum images: .emd, .bcf or .hspy")
+    add_out(p, "elemental maps (element, angle, row, col): .hspy, .h5, .tif or .npy")
+    p.add_argument("--lines", help="X-ray lines, e.g. Au_La,Ag_La (default: the file's "
+                   "metadata.Sample.xray_lines)")
+    p.add_argument("--background-windows", action="store_true",
+                   help="estimate each map's continuum from exspy's background windows and "
+                   "report it (the maps stay raw counts): the counts for denoise --background")
+    p.add_argument("--angles", help="tilt angles START:STOP:STEP, a,b,c or a file (default: "
+                   "the files' Stage.tilt_alpha)")
+    add_angle_unit(p)
+    p.add_argument("--haadf-out", help="where the HAADF images go (default: beside -o, "
+                   "NAME_haadf.EXT)")
+    p.set_defaults(func=_maps_files, _inputs=("input",),
+                   _fix="check that each input is a spectrum image HyperSpy can read")
     p = _series_parser(
         sub, "align", "align a tilt series: drift, tilt axis, in-plane rotation",
         "Register every tilt to its neighbours by cross-correlation (of the HAADF images with "

@@ -164,7 +164,7 @@ def test_console_script_is_the_one_program_with_every_subcommand():
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     for command in ("generate", "renoise", "voxelize", "publish", "info", "verify", "preview",
-                    "train", "align", "denoise", "reconstruct", "benchmark", "evaluate"):
+                    "train", "maps", "align", "denoise", "reconstruct", "benchmark", "evaluate"):
         assert command in done.stdout
 
 
@@ -203,8 +203,8 @@ def test_one_convention_for_every_subcommand():
         assert "--output" not in p.format_help() and "--data " not in p.format_usage()
     outputs = {n for n, p in _subcommands().items()
                if "--out" in {s for a in p._actions for s in a.option_strings}}
-    assert outputs == {"generate", "voxelize", "preview", "train", "adapt", "align", "denoise",
-                       "reconstruct", "benchmark", "evaluate"}
+    assert outputs == {"generate", "voxelize", "preview", "train", "adapt", "maps", "align",
+                       "denoise", "reconstruct", "benchmark", "evaluate"}
     bench = {s for a in _subcommands()["benchmark"]._actions for s in a.option_strings}
     assert "--data-version" in bench
 
