@@ -253,7 +253,8 @@ def _reconstruct_files(a) -> None:
     path = write_array(a.out, data, {"elements": series.elements,
                                      "tilt_angles": series.angles,
                                      "dims": "z,y,x" if data.ndim == 3 else "element,z,y,x",
-                                     "iterations": a.iterations, "method": a.method})
+                                     "iterations": a.iterations, "method": a.method,
+                                     "metadata": series.metadata or None})
     volume_figure(vol, series.elements, png, title=f"{path.name}: {a.method.upper()}, "
                   f"{a.iterations} iterations, {len(series.angles)} tilts")
     print(path)

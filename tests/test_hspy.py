@@ -54,6 +54,9 @@ def test_denoise_and_reconstruct_write_hspy(tmp_path):
     assert main(["reconstruct", str(den), "--iterations", "2", "-o", str(vol)]) == 0
     sig = hs.load(vol)
     assert sig.data.shape == (2, 24, 24, 24) and sig.axes_manager["z"].navigate
+    for name in ("z", "y", "x"):  # voxels of the input's pixel size
+        assert sig.axes_manager[name].scale == pytest.approx(0.35)
+        assert sig.axes_manager[name].units == "nm"
 
 
 def test_a_volume_is_a_signal_navigated_along_z(tmp_path):
