@@ -8,6 +8,7 @@ CUDA code, which kills the process on a machine without a GPU, is never entered.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -142,23 +143,53 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         check_memory(reconstruction_bytes(n_ang, n_y, n), f"reconstructing {n_ang} maps of "
                      f"{n_y} x {n} pixels as a {n} x {n_y} x {n} volume",
                      "bin the maps (e.g. 2 x 2) or crop them first")
-    w, wt, col_sums, row_sums = _operators(n, tuple(float(a) for a in ang))
+    ops = _operators(n, tuple(float(a) for a in ang))
     data = b.transpose(0, 2, 1).reshape(n_ang * n, n_y).astype(np.float32)  # (angle * u, y)
     x = np.full((n * n, n_y), 1.0 if method == "em" else 0.0, np.float32)
+    bar = tqdm(total=iterations, desc=f"{method} ", disable=not progress, leave=False)
     if device is not None:
         from ..device import pick_device
 
         dev = pick_device(device)
-        w, wt, col_sums, row_sums, data, x = (_to_torch(a, dev) for a in
-                                              (w, wt, col_sums, row_sums, data, x))
-    for _ in tqdm(range(iterations), desc=f"{method} ", disable=not progress, leave=False):
-        if method == "em":
+        x = _iterate(*(_to_torch(a, dev) for a in (*ops, data, x)), iterations, method,
+                     bar.update).cpu().numpy()
+    else:  # the y-slices are independent problems: a thread each for a block of them
+        blocks = np.array_split(np.arange(n_y), max(1, min(_threads(), n_y)))
+        with ThreadPoolExecutor(len(blocks)) as pool:
+            done = pool.map(lambda k: _iterate(*ops, np.ascontiguousarray(data[:, k]),
+                                               np.ascontiguousarray(x[:, k]), iterations,
+                                               method, bar.update if k is blocks[0] else None),
+                            blocks)
+            x = np.concatenate(list(done), axis=1)
+    bar.close()
+    return np.ascontiguousarray(x.reshape(n, n, n_y).transpose(0, 2, 1))
+
+
+def _threads() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _iterate(w, wt, col_sums, row_sums, data, x, iterations: int, method: str, tick=None):
+    """EM or SIRT iterations on one block of y-slices (numpy or torch operands)."""
+    in_place = isinstance(x, np.ndarray)
+    for _ in range(iterations):
+        if method == "em" and in_place:  # the same arithmetic, without temporaries
+            p = w @ x
+            np.divide(data, p, out=p, where=p > 0)  # p >= 0: where it is 0 it stays 0
+            q = wt @ p
+            np.divide(q, col_sums, out=q, where=col_sums > 0)  # no column: q is 0 there
+            x *= q
+        elif method == "em":
             x = x * _divide(wt @ _divide(data, w @ x), col_sums)
         else:
             x = (x + _divide(wt @ _divide(data - w @ x, row_sums), col_sums)).clip(0)
-    if device is not None:
-        x = x.cpu().numpy()
-    return np.ascontiguousarray(x.reshape(n, n, n_y).transpose(0, 2, 1))
+        if tick is not None:
+            tick(1)
+    return x
 
 
 def reproject(volume, angles) -> np.ndarray:
