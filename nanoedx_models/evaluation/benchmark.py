@@ -58,7 +58,7 @@ _DATA: dict = {}
 
 
 def _init_worker(maps, series, structures, blas_threads: int | None) -> None:
-    _DATA.update(maps=maps, series=series, structures=structures)
+    _DATA.update(maps=maps, series=series, structures=structures, threads=blas_threads)
     if blas_threads is not None:
         import torch
 
@@ -103,7 +103,8 @@ def _score(task: _Task) -> dict:
                     out, s = apply(d, x, item["background"], task.params.get(d.name), truth)
                     outs.append(out)
                     total += s
-                rec = reconstruct(np.stack(outs), item["angles"], task.iterations)
+                rec = reconstruct(np.stack(outs), item["angles"], task.iterations,
+                                  threads=_DATA.get("threads"))
                 per_element.append(nmae(rec, item["reference"]))
                 bias_element.append(bias(rec, item["reference"]))
                 if task.keep and item is items[0]:

@@ -97,7 +97,8 @@ def _operators(n: int, angles: tuple[float, ...]):
 
 
 def reconstruct(series, angles, iterations: int = 15, method: str = "em",
-                progress: bool = False, device: str | None = None) -> np.ndarray:
+                progress: bool = False, device: str | None = None,
+                threads: int | None = None) -> np.ndarray:
     """Reconstruct a volume from a tilt series.
 
     Parameters
@@ -117,6 +118,9 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
     device : str, optional
         None: SciPy sparse products on the CPU. ``"cuda"`` (or ``"cpu"``): the same iterations
         with torch sparse CSR tensors on that device.
+    threads : int, optional
+        Threads of the SciPy path (blocks of y-slices in parallel; the result does not depend
+        on it); default: the cores this process may use.
 
     Returns
     -------
@@ -154,7 +158,7 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         x = _iterate(*(_to_torch(a, dev) for a in (*ops, data, x)), iterations, method,
                      bar.update).cpu().numpy()
     else:  # the y-slices are independent problems: a thread each for a block of them
-        blocks = np.array_split(np.arange(n_y), max(1, min(_threads(), n_y)))
+        blocks = np.array_split(np.arange(n_y), max(1, min(threads or _threads(), n_y)))
         with ThreadPoolExecutor(len(blocks)) as pool:
             done = pool.map(lambda k: _iterate(*ops, np.ascontiguousarray(data[:, k]),
                                                np.ascontiguousarray(x[:, k]), iterations,
