@@ -46,13 +46,19 @@ def example_maps(board: dict, examples: dict, path: Path) -> None:
         (n, examples[f"2d/{n}"]) for n in names] + [("ground truth", examples["2d/_truth"])]
     cols = min(len(panels), 5)
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols + 1.0, 2.5 * rows),
+                             squeeze=False, layout="constrained")
     vmax = float(examples["2d/_truth"].max())
+    shown = {}
     for ax, (title, img) in zip(axes.flat, panels):
-        ax.imshow(img, cmap="inferno", vmin=0, vmax=vmax if title != "noisy counts" else None)
+        shown[title] = ax.imshow(img, cmap="inferno", vmin=0,
+                                 vmax=vmax if title != "noisy counts" else None)
         ax.set_title(title, fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
+    fig.colorbar(shown["noisy counts"], ax=axes.flat[0], label="counts", shrink=0.8)
+    fig.colorbar(shown["ground truth"], ax=axes[:, -1], label="expected counts (outputs, truth)",
+                 shrink=0.8)
     fig.suptitle(f"One test map, {_subtitle(board)}", fontsize=9)
     save_png(fig, path)
 
@@ -62,14 +68,16 @@ def example_orthoslices(board: dict, examples: dict, path: Path) -> None:
     plt = pyplot()
     names = [r["method"] for r in _ok(board, "nmae3d_mean") if f"3d/{r['method']}" in examples]
     panels = [(n, examples[f"3d/{n}"]) for n in names] + [("reference", examples["3d/_truth"])]
-    fig, axes = plt.subplots(3, len(panels), figsize=(1.9 * len(panels), 6), squeeze=False)
+    fig, axes = plt.subplots(3, len(panels), figsize=(1.9 * len(panels) + 1.0, 6),
+                             squeeze=False, layout="constrained")
     vmax = float(examples["3d/_truth"].max())
     for j, (title, slices) in enumerate(panels):
         for i in range(3):
-            axes[i, j].imshow(slices[i], cmap="inferno", vmin=0, vmax=vmax)
+            im = axes[i, j].imshow(slices[i], cmap="inferno", vmin=0, vmax=vmax)
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
         axes[0, j].set_title(title, fontsize=7)
+    fig.colorbar(im, ax=axes[:, -1], label="counts per voxel", shrink=0.6)
     for i, label in enumerate(ORTHO):
         axes[i, 0].set_ylabel(label, fontsize=7)
     fig.suptitle(f"EM ({board['iterations']} it.) of one test structure, {_subtitle(board)}",
@@ -127,16 +135,21 @@ def orthoslices(volume: np.ndarray) -> np.ndarray:
 
 
 def volume_figure(volume: np.ndarray, elements: list[str], path, title: str = "") -> Path:
-    """PNG of the central orthoslices of (element, z, y, x): one row per element, plus a colour
-    composite row when there are several elements (like the paper's Fig. 3a / 4b)."""
+    """PNG of the central orthoslices of (element, z, y, x): one row per element with its colour
+    bar (scaled to the 99.9th percentile, so that a few bright voxels of a sparse
+    reconstruction do not hide the rest), plus a colour composite row when there are several
+    elements (like the paper's Fig. 3a / 4b)."""
     plt = pyplot()
     slices = np.stack([orthoslices(v) for v in volume])  # (element, plane, n, n)
     rows = len(elements) + (len(elements) > 1)
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, 3, figsize=(8.5, 2.5 * rows + 0.4), squeeze=False,
+                             layout="constrained")
     for e, name in enumerate(elements):
         for p in range(3):
-            axes[e, p].imshow(slices[e, p], cmap="inferno", vmin=0, vmax=slices[e].max() or 1)
+            im = axes[e, p].imshow(slices[e, p], cmap="inferno", vmin=0, vmax=float(
+                np.percentile(slices[e], 99.9)) or float(slices[e].max()) or 1.0)
         axes[e, 0].set_ylabel(name)
+        fig.colorbar(im, ax=axes[e, -1], label="counts per voxel", shrink=0.9)
     if len(elements) > 1:
         for p in range(3):
             axes[-1, p].imshow(composite(slices[:, p]))
