@@ -97,7 +97,7 @@ def test_auto_refuses_bad_input():
         auto_denoise(maps, candidates=["gaussian-oracle"])
     with pytest.raises(ConfigError, match="unknown denoiser 'wiener'"):
         auto_denoise(maps, candidates=["wiener"])
-    with pytest.raises(ConfigError, match="holds 0 counts"):
+    with pytest.raises(ConfigError, match="at most 0 counts"):
         auto_denoise(np.zeros((2, 8, 8), int), candidates=["noisy"])
     with pytest.raises(ConfigError, match="repeats"):
         auto_denoise(maps, candidates=["noisy"], repeats=0)
@@ -212,3 +212,16 @@ def test_cli_denoise_defaults_to_auto_and_model_runs_the_unet_alone(tmp_path, ca
     assert "picked" not in capsys.readouterr().err
     np.testing.assert_allclose(np.load(tmp_path / "u.npy"), denoise(maps, "unet-multidose",
                                                                     device="cpu"), rtol=1e-4)
+
+
+def test_an_empty_tilt_is_denoised_but_not_scored():
+    maps = _maps(5)
+    maps[2] = 0  # e.g. a tilt where the beam was blanked
+    maps[3] = 0
+    maps[3, 20, 20] = 3  # nearly empty
+    out, report = auto_denoise(maps, candidates=["noisy", "gaussian-val"], repeats=2)
+    assert report.method == "gaussian-val" and "2, 3" in report.note
+    assert report.counts == pytest.approx(0.5 * np.delete(maps, [2, 3], 0).sum(axis=(1, 2)).min())
+    np.testing.assert_array_equal(out[2], 0)  # nothing made up where nothing was counted
+    assert out[3].sum() == pytest.approx(3, rel=1e-5)  # its counts conserved
+    np.testing.assert_allclose(out.sum(axis=(1, 2)), maps.sum(axis=(1, 2)), rtol=1e-5)

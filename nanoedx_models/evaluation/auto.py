@@ -49,6 +49,7 @@ from .holdout import evaluate_methods, resolve_methods, select_parameter
 # simplest first: ties go to the earlier one; BM3D (seconds per map) only when asked for
 DEFAULT_CANDIDATES = ("gaussian-val", "unet", "unet-multidose")
 SELECT_MAPS = 4  # maps that choose a fitted method's parameter (BM3D costs seconds per map)
+SCORED_FRACTION = 0.25  # maps below this share of the median map's counts are not scored
 FOLDS = 5  # cross-validation parts that choose the picked method's parameter for the full maps
 REFIT_RANGE = (0.25, 2.0)  # that search, as factors of the hold-out's choice
 FLAT = "flat"  # the baseline's name in the report
@@ -238,14 +239,17 @@ def auto_denoise(maps, candidates=None, counts: float | None = None, seed: int =
     if folds is not None and (int(folds) != folds or folds < 2):
         raise ConfigError(f"folds must be a whole number >= 2 (or None), got {folds}")
     totals = x.sum(axis=(1, 2))
+    # maps far below the others (an empty or nearly empty tilt) are denoised, not scored
+    scored = (totals >= max(2.0, SCORED_FRACTION * float(np.median(totals))) if counts is None
+              else totals >= 2 * counts)
+    if not scored.any():
+        raise ConfigError(f"the maps hold at most {int(totals.max())} counts: auto splits each "
+                          "map in two and needs at least 2 counts in a map (or twice "
+                          "--holdout-counts); run one method instead (--method gaussian-val)")
     if counts is None:
-        counts = 0.5 * float(totals.min())
-        if counts < 1:
-            raise ConfigError(f"map {int(totals.argmin())} holds {int(totals.min())} counts: "
-                              "auto splits every map in two and needs at least 2 counts in "
-                              "each; leave out the empty maps")
+        counts = 0.5 * float(totals[scored].min())
     b = check_backgrounds(background, (len(x),))
-    runs = _score(x, names, counts, seed, b, repeats, select_maps, progress)
+    runs = _score(x[scored], names, counts, seed, b[scored], repeats, select_maps, progress)
     rows, nmse = _rows([d.name for d in resolved], runs)
     ok = [r for r in rows if r["method"] in nmse and r["method"] != FLAT]
     if not ok:
@@ -267,9 +271,14 @@ def auto_denoise(maps, candidates=None, counts: float | None = None, seed: int =
             note = (f"note: {pick['method']} does not beat a flat map by more than twice the "
                     "noise of the hold-out; these maps hold too few counts to tell the methods "
                     "apart (try more repeats, or more counts per map)")
+    if not scored.all():
+        left = ", ".join(str(int(k)) for k in np.flatnonzero(~scored)[:10])
+        note = (note + "\n" if note else "") + (
+            f"note: map(s) {left} hold too few counts to score ({int(totals[~scored].max())} "
+            f"at most); they were denoised with the pick, not scored")
     parameter = pick["parameter"]
     if parameter is not None and d.mode == "fitted" and folds is not None:
-        parameter = select_parameter(x, d, folds, seed, b, select_maps,
+        parameter = select_parameter(x[scored], d, folds, seed, b[scored], select_maps,
                                      bounds=tuple(f * parameter for f in REFIT_RANGE))
     out = np.stack([apply(d, xi.astype(np.float64), float(bi), parameter, None)[0]
                     for xi, bi in zip(x, b)]).astype(np.float32)
