@@ -4,8 +4,10 @@ Consumes the database written by :mod:`nanoedx_dataset` (never the other way rou
 torch Datasets (:class:`EDXMaps`, :class:`TiltSeries`), the U-net (:class:`UNet`),
 :func:`train`, :func:`denoise`, :func:`load_pretrained`, :func:`reconstruct`,
 :func:`benchmark`, the ground-truth-free scores of denoisers on a user's own maps
-(:func:`evaluate_holdout`, :func:`evaluate_methods`), the denoiser they choose there
-(:func:`auto_denoise`) and :func:`adapt`, which fine-tunes a U-net on them without ground truth.
+(:func:`evaluate_holdout`, :func:`evaluate_methods`; whole denoise + EM pipelines:
+:func:`evaluate_pipelines`), the denoiser they choose there (:func:`auto_denoise`),
+:func:`adapt`, which fine-tunes a U-net on them without ground truth, and the steps before:
+:func:`spectrum_maps` (spectrum images to count maps) and :func:`align_series`.
 
 Laid out by stage: ``data`` (torch Datasets, a user's files), ``denoisers`` (registry,
 classical, U-net, model files, pretrained models, inference), ``training``, ``reconstruction``
@@ -26,6 +28,8 @@ _PUBLIC = {
     "load_model": "denoisers.modelfile", "save_model": "denoisers.modelfile",
     "load_pretrained": "denoisers.pretrained", "UNet": "denoisers.unet",
     "reconstruct": "reconstruction.em", "train": "training.loop", "adapt": "training.adapt",
+    "align_series": "reconstruction.align", "spectrum_maps": "data.spectra",
+    "evaluate_pipelines": "evaluation.holdout3d",
 }
 
 __getattr__, __dir__, __all__ = exports(__name__, _PUBLIC, eager=("__version__",))

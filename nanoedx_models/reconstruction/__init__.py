@@ -1,1 +1,2 @@
-"""Tomographic reconstruction of (denoised) tilt series: EM and SIRT (:mod:`.em`)."""
+"""Tomography of (denoised) tilt series: EM and SIRT (:mod:`.em`), and the alignment of a
+measured series to the tilt axis (:mod:`.align`)."""
