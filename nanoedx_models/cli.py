@@ -570,45 +570,6 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_cli.add_commands(sub)
     _add_train(sub)
     _add_adapt(sub)
-    p = _series_parser(
-        sub, "denoise", "denoise a tilt series of EDX count maps (the best method for them, "
-        "or a U-net)",
-        "Denoise every map (angle, row, col) of one or more elements; writes expected signal "
-        "counts (background removed; each map totals its counts minus --background) as TIFF, "
-        "NPY or HDF5 by the output's extension, keeping angles, element names and metadata "
-        "where the format can hold them. By default (--method auto) it scores the candidate "
-        "denoisers on the maps themselves (binomial hold-out, per element) and applies the "
-        "best, so the result is never worse than a tuned Gaussian filter's beyond the "
-        "score's noise; --model runs one U-net alone.",
-        "raw count maps (angle, row, col) or (element, angle, row, col)",
-        "denoised series: .tif, .npy or .h5")
-    p.add_argument("--model", help="run this U-net alone (pretrained name or model file, e.g. "
-                   "unet-fields, the embedded default), without scoring other methods")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="for --model: auto takes the GPU when there is one")
-    p.add_argument("--background", type=_backgrounds, default=0.0, metavar="B[,B2,...]",
-                   help="background counts per map (the whole map), one number or one per "
-                   "element: each output map then sums to its input's counts minus B (default "
-                   "0: to the input's whole total)")
-    p.add_argument("--method", help="auto (the default without --model): score the "
-                   "--candidates on your maps by the binomial hold-out, per element, and apply "
-                   "the best (the table goes to stderr); or one denoiser by name (a fitted one "
-                   "gets its parameter from the hold-out and --folds); runs on the CPU")
-    p.add_argument("--candidates", help="comma-separated denoisers for --method auto, simplest "
-                   "first (ties go to the earlier); default: "
-                   f"{', '.join(AUTO_CANDIDATES)} (unet is unet-fields); add anscombe-bm3d-val "
-                   "for BM3D (seconds per map); unet:MODEL.pt for a model file")
-    p.add_argument("--folds", type=_folds, default=FOLDS, metavar="K",
-                   help=f"a picked fitted method's parameter for the full maps by K-fold "
-                   f"cross-validation on them (default {FOLDS}; 0 keeps the hold-out's choice, "
-                   "made at its lower dose)")
-    p.add_argument("--holdout-counts", type=POSITIVE, metavar="C",
-                   help="counts per hold-out input map (default: half the smallest map's)")
-    p.add_argument("--repeats", type=COUNT, default=1,
-                   help="binomial splits per map for --method (default 1; seeds --seed, "
-                   "--seed + 1, ...)")
-    p.add_argument("--report", help="with --method: also write the scores as JSON (.json)")
-    p.set_defaults(func=_denoise_files)
     p = sub.add_parser(
         "maps", help="spectrum images (.emd, .bcf, .hspy) to elemental count maps",
         description="Integrate X-ray lines of a tilt series of EDX spectrum images (one file "
@@ -663,6 +624,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", help="figure of the alignment (default: beside -o, .png)")
     p.add_argument("--report", help="also write the shifts and scores as JSON (.json)")
     p.set_defaults(func=_align_files)
+    p = _series_parser(
+        sub, "denoise", "denoise a tilt series of EDX count maps (the best method for them, "
+        "or a U-net)",
+        "Denoise every map (angle, row, col) of one or more elements; writes expected signal "
+        "counts (background removed; each map totals its counts minus --background) as TIFF, "
+        "NPY or HDF5 by the output's extension, keeping angles, element names and metadata "
+        "where the format can hold them. By default (--method auto) it scores the candidate "
+        "denoisers on the maps themselves (binomial hold-out, per element) and applies the "
+        "best, so the result is never worse than a tuned Gaussian filter's beyond the "
+        "score's noise; --model runs one U-net alone.",
+        "raw count maps (angle, row, col) or (element, angle, row, col)",
+        "denoised series: .tif, .npy or .h5")
+    p.add_argument("--model", help="run this U-net alone (pretrained name or model file, e.g. "
+                   "unet-fields, the embedded default), without scoring other methods")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="for --model: auto takes the GPU when there is one")
+    p.add_argument("--background", type=_backgrounds, default=0.0, metavar="B[,B2,...]",
+                   help="background counts per map (the whole map), one number or one per "
+                   "element: each output map then sums to its input's counts minus B (default "
+                   "0: to the input's whole total)")
+    p.add_argument("--method", help="auto (the default without --model): score the "
+                   "--candidates on your maps by the binomial hold-out, per element, and apply "
+                   "the best (the table goes to stderr); or one denoiser by name (a fitted one "
+                   "gets its parameter from the hold-out and --folds); runs on the CPU")
+    p.add_argument("--candidates", help="comma-separated denoisers for --method auto, simplest "
+                   "first (ties go to the earlier); default: "
+                   f"{', '.join(AUTO_CANDIDATES)} (unet is unet-fields); add anscombe-bm3d-val "
+                   "for BM3D (seconds per map); unet:MODEL.pt for a model file")
+    p.add_argument("--folds", type=_folds, default=FOLDS, metavar="K",
+                   help=f"a picked fitted method's parameter for the full maps by K-fold "
+                   f"cross-validation on them (default {FOLDS}; 0 keeps the hold-out's choice, "
+                   "made at its lower dose)")
+    p.add_argument("--holdout-counts", type=POSITIVE, metavar="C",
+                   help="counts per hold-out input map (default: half the smallest map's)")
+    p.add_argument("--repeats", type=COUNT, default=1,
+                   help="binomial splits per map for --method (default 1; seeds --seed, "
+                   "--seed + 1, ...)")
+    p.add_argument("--report", help="with --method: also write the scores as JSON (.json)")
+    p.set_defaults(func=_denoise_files)
     p = _series_parser(
         sub, "reconstruct", "EM reconstruction of a (denoised) tilt series",
         "EM (or SIRT) reconstruction of each element; writes the volume (z, y, x), or (element, "
