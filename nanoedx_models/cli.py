@@ -141,6 +141,9 @@ def _denoise_by_method(a) -> None:
                           "a model file as unet:PATH (in --candidates for auto)")
     if a.candidates and a.method != "auto":
         raise ConfigError("--candidates is for --method auto")
+    if a.device == "cuda":
+        raise ConfigError(f"--method {a.method} runs on the CPU; --device cuda is for one U-net "
+                          "alone: give --model NAME|PATH (e.g. --model unet-fields)")
     if a.report and Path(a.report).suffix != ".json":
         raise ConfigError(f"--report must be a .json file, got {a.report}")
     candidates = _names(a.candidates) if a.method == "auto" else [a.method]

@@ -154,6 +154,7 @@ def test_cli_auto_writes_the_output_and_refuses_overwriting(tmp_path, capsys):
     (["--model", "unet-multidose", "--candidates", "noisy"], "--candidates is for --method auto"),
     (["--model", "unet-multidose", "--folds", "3"], "--folds is for --method auto"),
     (["--folds", "1"], "--folds must be 0 (none) or at least 2"),
+    (["--device", "cuda"], "--device cuda is for one U-net alone"),
     (["--method", "noisy", "--candidates", "noisy"], "--candidates is for --method auto"),
     (["--method", "auto", "--report", "r.txt"], "must be a .json"),
 ])
