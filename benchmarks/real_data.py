@@ -57,7 +57,7 @@ from nanoedx_models.data.spectra import spectrum_maps
 from nanoedx_models.denoisers.classical import remove_background
 from nanoedx_models.evaluation.auto import auto_denoise
 from nanoedx_models.evaluation.holdout import evaluate_holdout, fit_score, split_counts
-from nanoedx_models.evaluation.metrics import nmae
+from nanoedx_models.evaluation.metrics import nmae, standard_error
 
 WHEEL = "hyperspy==1.7.6"
 FILES = ("30x30_instructively_packed_16bit_compressed.bcf", "bcf_v2_50x50px.bcf")
@@ -336,7 +336,7 @@ def bruker_reading(rows, scores, gaussian: str = "gaussian-val") -> str:
         if n in r and gaussian in r:
             d = np.concatenate([np.subtract(s["methods"][n]["holdout"],
                                             s["methods"][gaussian]["holdout"]) for s in scores])
-            se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
+            se = standard_error(d)
             line += (f"; {real_qd.WHO.get(n, n)} ({r[n]['holdout_mean']:.1f}) is "
                      f"{real_qd.verdict(float(d.mean()), se)} `{gaussian}` "
                      f"({r[gaussian]['holdout_mean']:.1f}): difference {d.mean():+.1f} ± {se:.1f}")

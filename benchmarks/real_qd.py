@@ -231,7 +231,7 @@ def frames_reference(frames: np.ndarray, methods: dict, seed: int, auto=None) ->
                 o, info = _auto(x[None].astype(np.int64), auto)
                 o, p = o[0], info["parameter"]
             else:
-                p = _select(d, x[None], [0.0], select[None]) if d.mode == "fitted" else d.default
+                p = _select(d, [(x[None], [0.0], select[None])]) if d.mode == "fitted" else d.default
                 o = d(x, 0.0, p)
             f = fit_score(o, score_ref)
             tb = _blocks(_terms(o, score_ref, f) + clip)

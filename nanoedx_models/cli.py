@@ -60,9 +60,14 @@ def _model_input(model) -> str | None:
     return model if model and Path(model).suffix == ".pt" else None
 
 
+def _angles_input(a) -> str | None:
+    """An ``--angles`` that names a file: an input of the command."""
+    angles = getattr(a, "angles", None)
+    return angles if angles and Path(angles).is_file() else None
+
+
 def _series_inputs(a) -> list:
-    angles = a.angles if getattr(a, "angles", None) and Path(a.angles).is_file() else None
-    return [*a.input, angles, _model_input(getattr(a, "model", None))]
+    return [*a.input, _angles_input(a), _model_input(getattr(a, "model", None))]
 
 
 def _read(a):
@@ -134,7 +139,6 @@ def _denoise_by_method(a) -> None:
     from .data.tiltio import write_series
     from .evaluation.auto import auto_series
     from .evaluation.holdout import resolve_methods
-    from nanoedx_dataset.store.files import atomic_output
 
     if a.model:
         raise ConfigError("--model runs that U-net alone, without --method; with --method give "
@@ -144,8 +148,7 @@ def _denoise_by_method(a) -> None:
     if a.device == "cuda":
         raise ConfigError(f"--method {a.method} runs on the CPU; --device cuda is for one U-net "
                           "alone: give --model NAME|PATH (e.g. --model unet-fields)")
-    if a.report and Path(a.report).suffix != ".json":
-        raise ConfigError(f"--report must be a .json file, got {a.report}")
+    _check_json(a.report, "--report")
     candidates = _names(a.candidates) if a.method == "auto" else [a.method]
     models = [_model_input(c) for c in candidates or []]
     guard_outputs([a.out, a.save_thinned, a.report], [*_series_inputs(a), *models], a.overwrite)
@@ -159,15 +162,10 @@ def _denoise_by_method(a) -> None:
                                folds=a.folds or None)
     for name, report in reports.items():
         print(f"\n{name}: {report.table()}", file=sys.stderr)
-    if a.report:
-        with atomic_output(Path(a.report)) as tmp:
-            tmp.write_text(json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=1,
-                                      default=float) + "\n")
     if a.save_thinned:
         print(write_series(a.save_thinned, series))
     print(write_series(a.out, out))
-    if a.report:
-        print(a.report)
+    _write_json(a.report, {n: r.to_dict() for n, r in reports.items()})
 
 
 def _maps_files(a) -> None:
@@ -178,8 +176,7 @@ def _maps_files(a) -> None:
 
     out = dataset_cli.file_part(a.out)
     haadf_out = a.haadf_out or out.with_name(out.stem + "_haadf" + out.suffix)
-    angles = a.angles if a.angles and Path(a.angles).is_file() else None
-    guard_outputs([a.out, haadf_out], [*a.input, angles], a.overwrite)
+    guard_outputs([a.out, haadf_out], [*a.input, _angles_input(a)], a.overwrite)
     _check_formats(a.out, haadf_out)
     made = spectrum_maps(a.input, _names(a.lines), background=a.background_windows,
                          angles=a.angles)
@@ -215,11 +212,7 @@ def _align_files(a) -> None:
     guard_outputs([a.out, png, a.report, a.save_thinned], [*_series_inputs(a), a.haadf],
                   a.overwrite)
     _check_formats(a.out, a.save_thinned)
-    if a.report and Path(a.report).suffix != ".json":
-        raise ConfigError(f"--report must be a .json file, got {a.report}")
-    if a.use == "haadf" and not a.haadf:
-        raise ConfigError("--use haadf needs the HAADF images: give --haadf FILE (one image per "
-                          "tilt), or --use maps")
+    _check_json(a.report, "--report")
     series = _read(a)
     haadf = read_series(a.haadf).data[0] if a.haadf else None
     out, found = align_series(series, haadf, use=a.use, rotation=a.rotation, axis=a.axis,
@@ -286,6 +279,12 @@ def _series_parser(sub, name: str, help: str, description: str, what: str, outpu
     return p
 
 
+def _check_json(path, flag: str) -> None:
+    """A JSON output must be named .json (checked before any work)."""
+    if path and Path(path).suffix != ".json":
+        raise ConfigError(f"{flag} must be a .json file, got {path}")
+
+
 def _write_json(path, record) -> None:
     """Write a JSON report (atomically) and print its path; nothing for no path."""
     if path:
@@ -302,8 +301,7 @@ def _evaluate(a) -> None:
     from .evaluation.holdout import (SINGLE_EVENT_NOTE, evaluate_methods, resolve_methods,
                                      single_event)
 
-    if a.out and Path(a.out).suffix != ".json":
-        raise ConfigError(f"-o/--out must be a .json file, got {a.out}")
+    _check_json(a.out, "-o/--out")
     if a.three_d:
         return _evaluate_3d(a)
     if a.angles or a.folds != 3 or a.iterations != 15:
@@ -535,12 +533,13 @@ def _add_evaluate(sub) -> None:
 def _evaluate_3d(a) -> None:
     from .data.counts import check_counts
     from .data.tiltio import read_series
-    from .evaluation.holdout import SINGLE_EVENT_NOTE, resolve_methods, single_event
-    from .evaluation.holdout3d import AUTO, evaluate_pipelines, table
+    from .evaluation.holdout import SINGLE_EVENT_NOTE, single_event
+    from .evaluation.holdout3d import evaluate_pipelines, resolve_pipelines, table
 
     methods = _names(a.methods or EVALUATE_3D) or []
-    guard_outputs([a.out], [*a.input, *map(_model_input, methods), a.angles], a.overwrite)
-    resolve_methods([m for m in methods if m != AUTO] or ["noisy"])  # before any work
+    guard_outputs([a.out], [*a.input, *map(_model_input, methods), _angles_input(a)],
+                  a.overwrite)
+    resolve_pipelines(methods)  # unknown names and oracles: an error before any work
     series = read_series(a.input, _names(a.element), a.angles)
     if series.angles is None:
         raise ConfigError("--3d needs the tilt angles: give --angles START:STOP:STEP or a file "
@@ -603,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
         "series, a PNG of the shifts and of the column profiles before and after, and the "
         "table to stderr. A tilt that matches no neighbour is an error, not a guess.",
         "maps (angle, row, col) or (element, angle, row, col) with their tilt angles",
-        "aligned series: .tif, .npy or .h5")
+        "aligned series: .hspy, .tif, .npy or .h5")
     p.add_argument("--haadf", help="HAADF images, one per tilt (angle, row, col), of the maps' "
                    "pixels: registered instead of the maps (any series format)")
     p.add_argument("--use", default="auto", choices=("auto", "haadf", "maps"),
@@ -638,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
         "best, so the result is never worse than a tuned Gaussian filter's beyond the "
         "score's noise; --model runs one U-net alone.",
         "raw count maps (angle, row, col) or (element, angle, row, col)",
-        "denoised series: .tif, .npy or .h5")
+        "denoised series: .hspy, .tif, .npy or .h5")
     p.add_argument("--model", help="run this U-net alone (pretrained name or model file, e.g. "
                    "unet-fields, the embedded default), without scoring other methods")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -672,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
         "z, y, x), by the output's extension and a PNG of the central orthoslices (a colour "
         "composite for several elements). The series must be aligned to the tilt axis along "
         "the rows.", "raw or denoised maps (angle, row, col) or (element, angle, row, col)",
-        "volume: .tif, .npy or .h5")
+        "volume: .hspy, .tif, .npy or .h5")
     p.add_argument("--iterations", type=COUNT, default=15, help="EM or SIRT iterations")
     p.add_argument("--method", default="em", choices=("em", "sirt"),
                    help="EM (MLEM, as in the paper) or SIRT")

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from nanoedx_dataset.errors import ConfigError, MissingExtraError
+from nanoedx_dataset.errors import ConfigError
 
-from .tiltio import HYPERSPY, Series, read_angles
+from .tiltio import HYPERSPY, Series, hyperspy_import, read_angles
 
 TILT = "Acquisition_instrument.TEM.Stage.tilt_alpha"
 IMAGE_TITLES = ("HAADF", "ADF", "DF")  # preferred, in this order, as the image of each tilt
@@ -45,13 +45,9 @@ class SpectrumMaps:
 
 
 def _apis():
-    try:
-        import exspy  # noqa: F401 -- registers the EDS signal types with HyperSpy
-        import hyperspy.api as hs
-    except ImportError as err:  # exspy is imported for what it registers
-        raise MissingExtraError('spectrum images need HyperSpy and exspy: pip install '
-                                '"nanoedx[hyperspy]"') from err
-    return hs
+    """HyperSpy, with exspy's EDS signal types registered."""
+    hyperspy_import("exspy", "reading spectrum images")
+    return hyperspy_import("hyperspy.api", "reading spectrum images")
 
 
 def _is_spectrum(s) -> bool:

@@ -133,14 +133,22 @@ def _read_hdf5(path: Path, dataset: str | None) -> tuple[np.ndarray, dict]:
     return data, meta
 
 
-def _hyperspy_signals(path: Path) -> list[dict]:
-    try:
-        import importlib
+def hyperspy_import(module: str, what: str):
+    """Import ``module`` of the ``hyperspy`` extra (HyperSpy, exspy, RosettaSciIO), or raise
+    :class:`MissingExtraError`: ``what`` needs it, and the install that gives it."""
+    import importlib
 
-        plugin = importlib.import_module(f"rsciio.{HYPERSPY[path.suffix.lower()]}")
+    try:
+        return importlib.import_module(module)
     except ImportError as err:
-        raise MissingExtraError(f"reading {path.name} needs RosettaSciIO: "
+        package = {"hyperspy": "HyperSpy", "exspy": "exspy",
+                   "rsciio": "RosettaSciIO"}[module.partition(".")[0]]
+        raise MissingExtraError(f"{what} needs {package}: "
                                 'pip install "nanoedx[hyperspy]"') from err
+
+
+def _hyperspy_signals(path: Path) -> list[dict]:
+    plugin = hyperspy_import(f"rsciio.{HYPERSPY[path.suffix.lower()]}", f"reading {path.name}")
     return plugin.file_reader(str(path))
 
 
@@ -346,7 +354,7 @@ def check_output(text) -> str:
     if fmt == "hyperspy" and path.suffix.lower() not in HSPY:
         raise ConfigError(f"cannot write {path.name}: write .hspy, .tif, .npy or .h5")
     if fmt == "hyperspy":
-        _hyperspy_api(path)  # a missing extra: an error before any work
+        hyperspy_import("hyperspy.api", f"writing {path.name}")  # before any work
     if not path.parent.is_dir():
         raise ConfigError(f"no folder {path.parent} for the output {path.name}")
     return fmt
@@ -381,15 +389,6 @@ def write_array(text, data: np.ndarray, attrs: dict | None = None) -> Path:
     return path
 
 
-def _hyperspy_api(path: Path):
-    try:
-        import hyperspy.api as hs
-    except ImportError as err:
-        raise MissingExtraError(f"writing {path.name} needs HyperSpy: "
-                                'pip install "nanoedx[hyperspy]"') from err
-    return hs
-
-
 def _hspy_axes(data: np.ndarray, attrs: dict) -> list[dict]:
     """HyperSpy axes of an array by its ``dims``: the last two are the signal (pixels)."""
     dims = str(attrs.get("dims") or "").split(",")
@@ -420,7 +419,7 @@ def _hspy_axes(data: np.ndarray, attrs: dict) -> list[dict]:
 
 def _write_hspy(tmp: Path, data: np.ndarray, attrs: dict, path: Path) -> None:
     """A HyperSpy Signal2D of ``data`` (module docstring), written to ``tmp``."""
-    hs = _hyperspy_api(path)
+    hs = hyperspy_import("hyperspy.api", f"writing {path.name}")
     elements = list(attrs.get("elements") or [])
     extra = {k: v for k, v in attrs.items() if k not in ("elements", "metadata")}
     metadata = {"General": {"title": ",".join(elements) or path.stem},

@@ -45,6 +45,7 @@ from ..data.tiltio import Series
 from ..denoisers import DENOISERS
 from ..denoisers.registry import DenoiserFailed, apply
 from .holdout import evaluate_methods, resolve_methods, select_parameter
+from .metrics import standard_error
 
 # simplest first: ties go to the earlier one; BM3D (seconds per map) only when asked for
 DEFAULT_CANDIDATES = ("gaussian-val", "unet", "unet-multidose")
@@ -136,15 +137,9 @@ class AutoReport:
         return "\n".join(lines + ([self.note] if self.note else [])) + "\n"
 
 
-def _se(values: np.ndarray) -> float:
-    """Standard error of the mean of 1-D values (NaN for fewer than two)."""
-    n = len(values)
-    return float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-
-
 def _noise(per_split: np.ndarray) -> float:
     """Standard error of the mean of (split, map) values: over maps, or splits for one map."""
-    return _se(per_split.mean(axis=0)) if per_split.shape[1] > 1 else _se(per_split[:, 0])
+    return standard_error(per_split.mean(axis=0) if per_split.shape[1] > 1 else per_split[:, 0])
 
 
 def _score(maps, candidates, counts, seed, background, repeats, select_maps, progress):

@@ -248,14 +248,17 @@ def _run(d: Denoiser, inputs, backgrounds, parameter) -> tuple[np.ndarray, float
     return np.stack(outs), seconds
 
 
-def _select(d: Denoiser, inputs, backgrounds, remainder) -> float:
-    """The fitted method's parameter minimizing the mean hold-out ``nmse`` on ``remainder``."""
+def _select(d: Denoiser, sets, bounds=None) -> float:
+    """The fitted method's parameter (within ``bounds``, default its own) minimizing the mean
+    ``nmse`` of :func:`fit_score` over every map of ``sets``: ``(inputs, backgrounds,
+    references)`` triples, each input scored against its reference."""
     def loss(logp: float) -> float:
-        outs, _ = _run(d, inputs, backgrounds, float(np.exp(logp)))
-        return float(np.mean([fit_score(o, r)["nmse"] for o, r in zip(outs, remainder)]))
+        return float(np.mean([fit_score(o, r)["nmse"] for inputs, backgrounds, refs in sets
+                              for o, r in zip(_run(d, inputs, backgrounds,
+                                                   float(np.exp(logp)))[0], refs)]))
 
-    res = minimize_scalar(loss, bounds=np.log(d.bounds), method="bounded",
-                          options={"xatol": FIT_XATOL})
+    res = minimize_scalar(loss, bounds=np.log(d.bounds if bounds is None else bounds),
+                          method="bounded", options={"xatol": FIT_XATOL})
     return float(np.exp(res.x))
 
 
@@ -330,14 +333,7 @@ def select_parameter(maps, denoiser, folds: int = 5, seed=0, background=None,
     if not lo < hi:
         raise ConfigError(f"bounds {bounds} leave nothing of {d.name}'s range {d.bounds}")
 
-    def loss(logp: float) -> float:
-        scores = [fit_score(o, r)["nmse"] for fold, ref in zip(inputs, parts)
-                  for o, r in zip(_run(d, fold, b, float(np.exp(logp)))[0], ref)]
-        return float(np.mean(scores))
-
-    res = minimize_scalar(loss, bounds=np.log((lo, hi)), method="bounded",
-                          options={"xatol": FIT_XATOL})
-    return float(np.exp(res.x))
+    return _select(d, [(fold, b, ref) for fold, ref in zip(inputs, parts)], (lo, hi))
 
 
 def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=None,
@@ -397,7 +393,7 @@ def evaluate_holdout(maps, denoiser, counts: float = 1000.0, seed=0, background=
     if d.mode == "fitted" and parameter is None:
         half = rng.binomial(remainder, 0.5)
         k = _evenly(len(inputs), select_maps)
-        parameter = _select(d, inputs[k], backgrounds[k], half[k])
+        parameter = _select(d, [(inputs[k], backgrounds[k], half[k])])
         remainder = remainder - half
     elif parameter is None:
         parameter = d.default
@@ -450,5 +446,6 @@ def evaluate_methods(maps, methods, counts: float = 1000.0, seed=0, background=N
     return sorted(rows, key=lambda r: (r["status"] != "ok", r["score_mean"] or 0.0))
 
 
-__all__ = ["SINGLE_EVENT_NOTE", "HoldoutResult", "evaluate_holdout", "evaluate_methods", "fit_score",
-           "resolve_methods", "select_parameter", "split_counts", "split_folds"]
+__all__ = ["SINGLE_EVENT_NOTE", "HoldoutResult", "evaluate_holdout", "evaluate_methods",
+           "fit_score", "resolve_methods", "select_parameter", "single_event", "split_counts",
+           "split_folds"]

@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 from nanoedx_dataset.errors import ConfigError
 
 from ..data.counts import check_backgrounds, check_counts
-from ..denoisers.registry import apply
+from ..denoisers.registry import Denoiser, apply
 from ..reconstruction.em import reconstruct, reproject
 from .holdout import fit_score, resolve_methods, select_parameter
+from .metrics import standard_error
 
 AUTO = "auto"
 BASELINE = "noisy"
@@ -51,6 +52,20 @@ def _denoised(method, d, maps, backgrounds, seed) -> tuple[np.ndarray, float | N
                              select_maps=SELECT_MAPS)
     return np.stack([apply(d, m.astype(np.float64), float(b), p, None)[0]
                      for m, b in zip(maps, backgrounds)]), p
+
+
+def resolve_pipelines(methods) -> list[tuple[str, Denoiser | None]]:
+    """``(label, Denoiser)`` per method, ``(AUTO, None)`` for ``auto``; checked before any work
+    as :func:`.holdout.resolve_methods` checks (no methods, unknown names, oracles)."""
+    methods = list(methods)
+    is_auto = [isinstance(m, str) and m == AUTO for m in methods]
+    others = [m for m, auto in zip(methods, is_auto) if not auto]
+    resolved = iter(resolve_methods(others) if others or not methods else ())  # none: its error
+    out = []
+    for auto in is_auto:
+        d = None if auto else next(resolved)
+        out.append((AUTO, None) if auto else (d.name, d))
+    return out
 
 
 def evaluate_pipelines(maps, angles, methods=("noisy", "gaussian-val", "unet"),
@@ -97,13 +112,7 @@ def evaluate_pipelines(maps, angles, methods=("noisy", "gaussian-val", "unet"),
     if len(a) - int(np.ceil(len(a) / folds)) < 3:
         raise ConfigError(f"{len(a)} tilts leave too few to reconstruct from with {folds} "
                           "folds: give more tilts or more folds")
-    methods = list(methods)
-    others = [m for m in methods if not (isinstance(m, str) and m == AUTO)]
-    resolved = iter(resolve_methods(others) if others or not methods else [])
-    pipelines = []  # (label, Denoiser or None for auto)
-    for m in methods:
-        d = None if isinstance(m, str) and m == AUTO else next(resolved)
-        pipelines.append((AUTO, None) if d is None else (d.name, d))
+    pipelines = resolve_pipelines(methods)
     b = check_backgrounds(background, (len(x),))
     inputs = x
     if counts is not None:
@@ -133,7 +142,8 @@ def evaluate_pipelines(maps, angles, methods=("noisy", "gaussian-val", "unet"),
                          "diff_se": None, "nmse": None, "parameter": None, "seconds": None})
             continue
         rows.append({"method": name, "status": "ok", "nmse_mean": float(per_tilt.mean()),
-                     "nmse_se": _se(per_tilt), "nmse": per_tilt.tolist(), "mse_net": mse,
+                     "nmse_se": standard_error(per_tilt), "nmse": per_tilt.tolist(),
+                     "mse_net": mse,
                      "parameter": params, "seconds": time.perf_counter() - t0})
     ok = [r for r in rows if r["status"] == "ok"]
     if ok:
@@ -141,17 +151,12 @@ def evaluate_pipelines(maps, angles, methods=("noisy", "gaussian-val", "unet"),
         base = next((r for r in ok if r["method"] == BASELINE), None)
         for r in ok:
             diff = np.subtract(r["nmse"], best["nmse"])
-            r["diff"], r["diff_se"] = float(diff.mean()), _se(diff)
+            r["diff"], r["diff_se"] = float(diff.mean()), standard_error(diff)
             r["rel"] = (float(r["mse_net"].sum() / base["mse_net"].sum())
                         if base is not None and base["mse_net"].sum() > 0 else None)
     for r in rows:
         r.pop("mse_net", None)
     return rows
-
-
-def _se(values) -> float:
-    v = np.asarray(values, np.float64)
-    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
 def table(rows: list[dict]) -> str:
@@ -167,4 +172,4 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["evaluate_pipelines", "table"]
+__all__ = ["evaluate_pipelines", "resolve_pipelines", "table"]

@@ -44,6 +44,12 @@ def bias(estimate, truth) -> float:
     return float((estimate.sum() - total) / total * 100.0) if total else float("nan")
 
 
+def standard_error(values) -> float:
+    """Standard error of the mean of 1-D values (NaN for fewer than two)."""
+    v = np.asarray(values, np.float64)
+    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 @dataclass(frozen=True)
 class Measure:
     """A measure and the direction that is better: ``"lower"`` or ``"zero"`` (signed)."""
