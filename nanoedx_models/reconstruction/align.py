@@ -396,7 +396,7 @@ def align_series(series: Series, haadf=None, use: str = "auto", rotation: bool =
         source, raw = "maps", data.sum(axis=0, dtype=np.float64)
     if not np.all(np.isfinite(raw)):
         raise ConfigError(f"the {source} hold NaN or infinite values")
-    images = _prepare(raw, source)
+    images = given = _prepare(raw, source)
     shifts, corr, ref = find_shifts(images, series.angles, max_shift, min_correlation)
     phi = 0.0
     if rotation:  # on the translation-aligned images; then register the rotated ones again
@@ -409,7 +409,7 @@ def align_series(series: Series, haadf=None, use: str = "auto", rotation: bool =
     shifts[:, 1] += (data.shape[-1] - 1) / 2 - column
     if refine:
         shifts = refine_shifts(images, series.angles, shifts, refine)
-    before = consistency(images, series.angles)
+    before = consistency(given, series.angles)  # as given: not rotated, not shifted
     after = consistency(shift_maps(images, shifts, whole=False), series.angles)
     applied = np.rint(shifts) if whole else shifts.copy()
     found = Alignment(shifts, applied, column, phi, source, corr, ref, before, after)
