@@ -205,8 +205,13 @@ def holdout_maps(maps: np.ndarray, methods: dict, seed: int, desc: str, frames=1
             "inputs": inputs}
 
 
-def frames_reference(frames: np.ndarray, methods: dict, seed: int, auto=None) -> dict:
+def frames_reference(frames: np.ndarray, methods: dict, seed: int, auto=None,
+                     context=None) -> dict:
     """Even-frame sum scored against the odd-frame sum and vice versa, per method.
+
+    A series method (a context U-net) needs ``context``: ``{"maps": (element, frame, row, col),
+    "haadf": (frame, row, col), "element": index of ``frames`` among the maps}``; it then sees
+    the even (odd) frame sums of every element and of the HAADF images beside its input.
 
     Returns per direction (``"even->odd"``, ``"odd->even"``) the input and reference counts, the
     flat prediction's net MSE and per method ``rel`` with its block-jackknife SE, ``parameter``,
@@ -230,6 +235,11 @@ def frames_reference(frames: np.ndarray, methods: dict, seed: int, auto=None) ->
             if d is None:  # auto: picks on the input map alone (2 binomial splits of it)
                 o, info = _auto(x[None].astype(np.int64), auto)
                 o, p = o[0], info["parameter"]
+            elif d.scope == "series":
+                p, sl = None, slice(0, None, 2) if a == "even" else slice(1, None, 2)
+                stack = context["maps"][:, sl].sum(1)[:, None]
+                image = context["haadf"][sl].sum(0)[None]
+                o = d.series(stack, 0.0, image, [(context["element"], 0)])[0]
             else:
                 p = _select(d, [(x[None], [0.0], select[None])]) if d.mode == "fitted" else d.default
                 o = d(x, 0.0, p)

@@ -38,6 +38,17 @@ RECIPES = {
                               "log-uniform 2-60 % of the counts, random crops of 64/96/128 px, "
                               "fine-tuned from unet-multidose"),
 }
+# Context models (issue: the HAADF image, the other elements and the neighbouring tilts beside
+# each map), on a release with HAADF images: fine-tuned from unet-small, whose first
+# convolution's weights on the context channels start at zero (training starts at its output).
+for _name, _context in {"unet-haadf": ("haadf",), "unet-joint": ("elements", "tilts"),
+                        "unet-context": ("haadf", "elements", "tilts")}.items():
+    RECIPES[_name] = dict(preset="small", counts=1000.0, background=100.0, per_structure=False,
+                          epochs=8, maps_per_epoch=640, batch_size=16, init="unet-small",
+                          context=_context,
+                          about=f"standard preset with HAADF images, on-the-fly noise at 1000 "
+                                f"counts + 100 background, context {'+'.join(_context)}, "
+                                "fine-tuned from unet-small")
 
 
 def main() -> None:
@@ -46,10 +57,14 @@ def main() -> None:
                     "their maps together)")
     ap.add_argument("--model", choices=RECIPES, required=True)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--epochs", type=int, help="train this many epochs (default: the recipe's)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     recipe = dict(RECIPES[args.model])
     about = recipe.pop("about")
+    if args.epochs:
+        recipe["epochs"] = args.epochs
     work = ROOT / "weights" / f"{args.model}.train.pt"  # git-ignored working copy
     t0 = time.time()
     train(args.data if len(args.data) > 1 else args.data[0], work, seed=0, resume=args.resume,
@@ -64,7 +79,10 @@ def main() -> None:
     reg[args.model] = {"file": final.name, "sha256": "sha256:" + sha256(final), "embedded": True,
                        "preset": recipe["preset"], "recipe": about,
                        "val_nmae": meta["val_nmae"], "best_epoch": meta["best_epoch"],
-                       "train_seconds": round(seconds)}
+                       "map_steps": meta["history"][-1]["map_steps"],
+                       "schedule": meta["schedule"], "train_seconds": round(seconds)}
+    if meta.get("context"):
+        reg[args.model]["context"] = meta["context"]
     reg_path.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
     print(json.dumps(reg[args.model], indent=2))
 

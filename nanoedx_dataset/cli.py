@@ -267,11 +267,13 @@ def _indices(text: str) -> list[int]:
 def _generate(a) -> None:
     from .generation import api
     from .generation.single import resolve_config
+    from .simulate.haadf import HaadfOptions
 
     angles = tilt_degrees(a.angles, a.angle_unit)
     cfg = resolve_config(a.preset, n=a.n, size=a.size, counts=a.counts,
                          background=a.background, angles=angles, seed=a.seed,
-                         backend=a.backend, dataset_version=a.dataset_version)
+                         backend=a.backend, dataset_version=a.dataset_version,
+                         haadf=HaadfOptions() if a.haadf else None)
     if a.shard_size is None and a.scheduler is None and not a.resume:
         guard_outputs([a.out], overwrite=a.overwrite)
     # projections are the bulk of a file; compressed, at least a twelfth of their float32 size
@@ -281,7 +283,7 @@ def _generate(a) -> None:
                        background=a.background, angles=angles, seed=a.seed, backend=a.backend,
                        dataset_version=a.dataset_version, workers=a.workers,
                        shard_size=a.shard_size, client=a.scheduler, overwrite=a.overwrite,
-                       resume=a.resume, mesh_dir=a.mesh_dir))
+                       resume=a.resume, mesh_dir=a.mesh_dir, haadf=a.haadf))
 
 
 def _add_generate(sub) -> None:
@@ -305,6 +307,10 @@ def _add_generate(sub) -> None:
                         'pip install "nanoedx[blender]")')
     p.add_argument("--mesh-dir", help="with --backend blender: also save each particle's "
                                       "meshes (binary STL) in this folder")
+    p.add_argument("--haadf", action="store_true",
+                   help="also simulate the HAADF-STEM image recorded with every tilt (Z^1.7 "
+                        "contrast, support film, probe blur, its own noise; stored as the "
+                        "variable haadf); the EDX arrays are the same as without")
     p.add_argument("--dataset-version", help="semantic version of the database "
                    "(default: the preset's, 0.1.0)")
     p.add_argument("--workers", type=WORKERS, default=1, help="local worker processes")

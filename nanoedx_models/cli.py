@@ -119,13 +119,47 @@ def _denoise_files(a) -> None:
         check_memory(pixels * batch * 30 * net.config.get("base", 16) + series.data.size * 16,
                      f"denoising {series.data.shape[1]} maps of {series.data.shape[-2]} x "
                      f"{series.data.shape[-1]} pixels", "crop or bin the maps first")
-    out = denoise_series(series, model=a.model, device=a.device, background=a.background)
+    haadf = _haadf_for(a, series)
+    out = denoise_series(series, model=a.model, device=a.device, background=a.background,
+                         haadf=haadf)
     if not np.all(np.isfinite(out.data)):
         raise ConfigError(f"the model {a.model or 'default'} returned NaN or infinite values; "
                           "the model file is damaged or unfit for these maps: retrain it")
     if a.save_thinned:
         print(write_series(a.save_thinned, series))
     print(write_series(a.out, out))
+
+
+def _context(text: str) -> tuple[str, ...]:
+    from .data.context import check_context
+
+    try:
+        return check_context([v.strip() for v in text.split(",") if v.strip()])
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _haadf_for(a, series):
+    """The HAADF images a context model needs (--haadf), checked against the series; None for
+    a model without the haadf context."""
+    from .data.tiltio import read_series
+    from .denoisers.inference import context_of
+
+    context = context_of(a.model or "default")
+    if "haadf" not in context:
+        if a.haadf:
+            reads = ", ".join(context) or "the map alone"
+            raise ConfigError(f"--haadf is for a model with the haadf context; "
+                              f"{a.model or 'the default model'} reads {reads}")
+        return None
+    if not a.haadf:
+        raise ConfigError(f"{a.model} reads the HAADF image beside each map: give the HAADF "
+                          "images of the series with --haadf FILE (angle, row, col)")
+    image = read_series(a.haadf).data[0]
+    if image.shape != series.data.shape[1:]:
+        raise ConfigError(f"--haadf holds images of shape {image.shape}, the maps are "
+                          f"{series.data.shape[1:]}: one HAADF image per tilt, of the maps' size")
+    return image
 
 
 def _check_background(a, series) -> None:
@@ -366,7 +400,7 @@ def _train(a) -> None:
                 lr=a.lr, device=a.device, seed=a.seed, noise=a.noise, counts=a.counts,
                 background=a.background, background_fraction=a.background_fraction,
                 per_structure=not a.all_maps, maps_per_epoch=a.maps_per_epoch,
-                workers=a.workers, resume=a.resume)
+                workers=a.workers, resume=a.resume, init=a.init, context=a.context)
     if distributed.world().main:  # under torchrun, one line (rank 0's)
         print(out)
 
@@ -397,6 +431,12 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=numeric(int, low=0, high=dataset_cli.MAX_WORKERS),
                    default=0, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    p.add_argument("--context", type=_context, default=(), metavar="NAMES",
+                   help="context channels beside each map, comma-separated: haadf (the HAADF "
+                   "image at its tilt; needs a database generated with --haadf), elements (the "
+                   "other elements' maps), tilts (the neighbouring tilts)")
+    p.add_argument("--init", help="start from this model (pretrained name or model file of the "
+                   "same preset; a single-map model can start a context model)")
     p.set_defaults(func=_train, _resume_hint=True, _inputs=("data",))
 
 
@@ -642,6 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "unet-fields, the embedded default), without scoring other methods")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="for --model: auto takes the GPU when there is one")
+    p.add_argument("--haadf", help="for a --model with the haadf context (unet-haadf, "
+                   "unet-context): the HAADF images of the series, one per tilt")
     p.add_argument("--background", type=_backgrounds, default=0.0, metavar="B[,B2,...]",
                    help="background counts per map (the whole map), one number or one per "
                    "element: each output map then sums to its input's counts minus B (default "

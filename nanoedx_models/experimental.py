@@ -17,7 +17,8 @@ from nanoedx_dataset.simulate.noise import downsample_counts
 
 from .data.counts import check_counts, series_backgrounds
 from .data.tiltio import Series
-from .denoisers.inference import denoise
+from .denoisers.inference import context_of, denoise, denoise_context
+from .denoisers.unet import UNet
 from .reconstruction.em import reconstruct
 
 
@@ -35,7 +36,7 @@ def thin(series: Series, counts: float, seed: int = 0) -> Series:
 
 
 def denoise_series(series: Series, model=None, device: str = "auto",
-                   progress: bool = True, background=0.0) -> Series:
+                   progress: bool = True, background=0.0, haadf=None) -> Series:
     """Denoise every map of every element with a U-net (expected signal counts, float32).
 
     Parameters
@@ -49,12 +50,19 @@ def denoise_series(series: Series, model=None, device: str = "auto",
     background : float or array-like of shape (element,) or (element, angle)
         Background counts of each map (the whole map): each output map's total is its input's
         total minus this, clipped at zero. Default 0 keeps the whole input total.
+    haadf : array-like, shape (angle, row, col), optional
+        The HAADF images of the series, for a context U-net that reads them (``unet-haadf``,
+        ``unet-context``; :func:`~nanoedx_models.denoisers.inference.denoise_context`). A
+        context U-net sees all elements and tilts of the series together.
     """
     check_counts(series.data)
     b = series_backgrounds(background, series.data.shape[:2])
-    out = np.empty(series.data.shape, np.float32)
-    for e in tqdm(range(len(series.elements)), desc="denoise", disable=not progress):
-        out[e] = denoise(series.data[e], model=model, device=device, background=b[e])
+    if not isinstance(model, UNet) and context_of(model or "default"):
+        out = denoise_context(series.data, model, haadf, device=device, background=b)
+    else:
+        out = np.empty(series.data.shape, np.float32)
+        for e in tqdm(range(len(series.elements)), desc="denoise", disable=not progress):
+            out[e] = denoise(series.data[e], model=model, device=device, background=b[e])
     meta = dict(series.metadata, denoised_with=str(model or "default"),
                 background_counts=b.tolist())
     return Series(out, series.elements, series.angles, meta, series.format)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..simulate.haadf import HaadfOptions
 from ..simulate.voxelizers import check_mesh_backend
 from . import shards, single
 
@@ -19,7 +20,8 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
              background: float | None = None, angles=None, seed: int | None = None,
              backend: str | None = None, dataset_version: str | None = None, workers: int = 1,
              shard_size: int | None = None, client=None, overwrite: bool = False,
-             resume: bool = False, progress: bool = True, mesh_dir=None) -> Path:
+             resume: bool = False, progress: bool = True, mesh_dir=None,
+             haadf=None) -> Path:
     """Generate a simulated EDX tomography database.
 
     Parameters
@@ -58,6 +60,9 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
         With ``backend="blender"``, also save every particle's meshes (binary STL) in this
         folder (created if missing): ``sample000012_particle.stl`` and, for a core-shell
         particle, ``sample000012_core.stl``.
+    haadf : bool or HaadfOptions, optional
+        Also simulate the HAADF-STEM image recorded with every tilt (True: the default
+        :class:`~nanoedx_dataset.simulate.haadf.HaadfOptions`); default: the preset's (none).
 
     Returns
     -------
@@ -78,7 +83,8 @@ def generate(out, preset_name: str | None = "mini", *, n: int | None = None,
     out = Path(out)
     cfg = single.resolve_config(preset_name, n=n, size=size, counts=counts, background=background,
                          angles=angles, seed=seed, backend=backend,
-                         dataset_version=dataset_version)
+                         dataset_version=dataset_version,
+                         haadf=HaadfOptions() if haadf is True else (haadf or None))
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     if mesh_dir is not None:

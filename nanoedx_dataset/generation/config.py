@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..simulate import project
+from ..simulate.haadf import HaadfOptions
 from ..simulate.noise import NoiseModel, check_dose
 from ..simulate.scenes import SceneOptions
 from ..simulate.voxelizers import check_backend
@@ -16,7 +17,7 @@ from ..simulate.voxelizers import check_backend
 MIN_SIZE = 16
 # Options added after the first releases, left out of the config's JSON at these defaults so
 # that every earlier config keeps its exact JSON (it is part of the file's bytes).
-OPTIONAL = {"mass_background": 0.0, "probe_blur": 0.0, "scene": None}
+OPTIONAL = {"mass_background": 0.0, "probe_blur": 0.0, "scene": None, "haadf": None}
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class GenerationConfig:
         Draw each sample as a field of several particles, supports and phases
         (:mod:`nanoedx_dataset.simulate.scenes`; family and kind ``scene``); None: one
         particle per sample (:func:`~nanoedx_dataset.simulate.specs.draw_spec`).
+    haadf : HaadfOptions or None
+        Also simulate and store the HAADF-STEM image recorded with every tilt
+        (:mod:`nanoedx_dataset.simulate.haadf`; a file of format 1.1); None: no images. The
+        EDX arrays are the same either way.
     """
 
     n: int
@@ -62,6 +67,7 @@ class GenerationConfig:
     mass_background: float = 0.0
     probe_blur: float = 0.0
     scene: SceneOptions | None = None
+    haadf: HaadfOptions | None = None
 
     @property
     def noise_model(self) -> NoiseModel:
@@ -81,6 +87,10 @@ class GenerationConfig:
                                   f"{self.backend!r}; drop --backend or the scene options")
             scene = (SceneOptions.from_dict(scene) if isinstance(scene, dict)
                      else scene.validate())
+        image = self.haadf
+        if image is not None:
+            image = (HaadfOptions.from_dict(image) if isinstance(image, dict)
+                     else image.validate())
         check_backend(self.backend)
         counts, background = check_dose(self.counts, self.background)
         angles = tuple(float(a) for a in project.check_angles(self.angles))
@@ -88,7 +98,7 @@ class GenerationConfig:
         return replace(self, n=int(self.n), size=int(self.size), angles=angles, counts=counts,
                        background=background, seed=int(self.seed),
                        mass_background=model.mass_background, probe_blur=model.probe_blur,
-                       scene=scene)
+                       scene=scene, haadf=image)
 
     def to_json(self) -> str:
         """The config as JSON; options at their :data:`OPTIONAL` defaults are left out."""
@@ -104,6 +114,8 @@ class GenerationConfig:
         d["angles"] = tuple(d["angles"])
         if d.get("scene") is not None:
             d["scene"] = SceneOptions.from_dict(d["scene"])
+        if d.get("haadf") is not None:
+            d["haadf"] = HaadfOptions.from_dict(d["haadf"])
         return cls(**d)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ..simulate import haadf
 from ..simulate.project import project
 from ..simulate.scenes import draw_scene, voxelize_scene
 from ..simulate.specs import draw_spec
@@ -38,6 +39,8 @@ class Sample:
     projection: np.ndarray  # (element, angle, row, col) float32
     noisy: np.ndarray  # (element, angle, row, col) uint16
     seconds: dict
+    haadf: np.ndarray | None = None  # (angle, row, col) uint16, with the config's HAADF options
+    haadf_params: str | None = None  # their JSON
 
 
 def noise_seed(seed: int, counts: float, background: float) -> int:
@@ -95,28 +98,36 @@ def sample_from_occupancy(cfg: GenerationConfig, index: int, occ: np.ndarray, pa
     rng = noise_rng(noise_seed(cfg.seed, cfg.counts, cfg.background), index)
     noisy = cfg.noise_model.sample_elements(proj, cfg.counts, cfg.background, rng)
     t3 = time.perf_counter()
-    return Sample(index, params, family, kind, volume, proj, noisy,
-                  {"project": t2 - t1, "noise": t3 - t2})
+    seconds = {"project": t2 - t1, "noise": t3 - t2}
+    image = image_params = None
+    if cfg.haadf is not None:
+        image, image_params = haadf.simulate(proj, cfg.angles, cfg.haadf, cfg.seed, index)
+        seconds["haadf"] = time.perf_counter() - t3
+    return Sample(index, params, family, kind, volume, proj, noisy, seconds, image,
+                  image_params)
 
 
 def catalogue(s: Sample) -> dict:
     """A sample's catalogue row, as the writer takes it (the split is the file's)."""
-    return {schema.FAMILY: s.family, schema.KIND: s.kind, schema.PARAMS: s.spec_json}
+    row = {schema.FAMILY: s.family, schema.KIND: s.kind, schema.PARAMS: s.spec_json}
+    if s.haadf_params is not None:
+        row[schema.HAADF_PARAMS] = s.haadf_params
+    return row
 
 
 def write(f: h5py.File, counts_ds: h5py.Dataset, s: Sample, first: int = 0) -> None:
     """Write one sample into an open file whose first sample is the global index ``first``."""
     writer.write_sample(f, counts_ds, s.index - first, catalogue(s), s.volume, s.projection,
-                        s.noisy)
+                        s.noisy, s.haadf)
 
 
 def digest(s: Sample) -> str:
     """SHA-256 of a sample as :func:`write` writes it (see :func:`.writer.sample_digest`)."""
-    return writer.sample_digest(catalogue(s), s.volume, s.projection, s.noisy)
+    return writer.sample_digest(catalogue(s), s.volume, s.projection, s.noisy, s.haadf)
 
 
 def stored(f: h5py.File, counts_ds: h5py.Dataset, index: int, first: int = 0) -> Sample:
     """Sample ``index`` (global) as stored in an open file (HDF5's errors pass through)."""
-    cat, volume, projection, noisy = reader.read_sample(f, counts_ds, index - first)
+    cat, volume, projection, noisy, image = reader.read_sample(f, counts_ds, index - first)
     return Sample(index, cat[schema.PARAMS], cat[schema.FAMILY], cat[schema.KIND], volume,
-                  projection, noisy, {})
+                  projection, noisy, {}, image, cat.get(schema.HAADF_PARAMS))

@@ -67,7 +67,8 @@ def check_output(out: Path, overwrite: bool) -> None:
 def create(partial: Path, cfg: GenerationConfig, n: int, attrs: dict) -> None:
     """An empty database of ``n`` samples for ``cfg`` at ``partial``, with its noise group."""
     partial.unlink(missing_ok=True)
-    writer.create(partial, n, cfg.size, np.array(cfg.angles), ELEMENTS, attrs)
+    writer.create(partial, n, cfg.size, np.array(cfg.angles), ELEMENTS, attrs,
+                  haadf=cfg.haadf is not None)
     writer.create_noise_group(partial, noise_tag(cfg.counts, cfg.background),
                               {"counts": cfg.counts, "background": cfg.background,
                                "seed": noise_seed(cfg.seed, cfg.counts, cfg.background)})

@@ -134,6 +134,18 @@ def _sample_problems(f: h5py.File, i: int, kind: str | None, tags: list[str]) ->
     if rel.max() > 0.005:
         out.append(f"sample {i}: a projection's sum differs from the volume's by "
                    f"{100 * rel.max():.2f} % (limit 0.5 %)")
+    if schema.HAADF in f:
+        try:
+            image = f[schema.HAADF][i]
+            params = _json_object(f[schema.HAADF_PARAMS].asstr()[i])
+        except UNREADABLE as err:
+            out.append(_unreadable(f"sample {i}'s HAADF images", err))
+        else:
+            if len(params.get("z", ())) != vol.size:
+                out.append(f"sample {i}: haadf_params does not name the Z of its "
+                           f"{vol.size} elements")
+            if not image.any():
+                out.append(f"sample {i}: its HAADF images are empty")
     for tag in tags:
         try:
             counts = f[schema.counts_path(tag)][i]

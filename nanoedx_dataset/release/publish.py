@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..generation.config import OPTIONAL, PRESETS
 from ..errors import ConfigError, DatasetNotFoundError
+from ..simulate.haadf import HaadfOptions
 from ..inspect.verify import verify
 from ..store import index as shard_index
 from ..store.files import atomic_output, sha256
@@ -39,8 +40,9 @@ def _write_json(path: Path, data: dict) -> None:
 def _preset_of(cfg: dict, exact: bool) -> str | None:
     """The preset a config (as :meth:`GenerationConfig.to_json` writes it) starts from: one
     with the same options that the command line cannot set (mass background, probe blur,
-    scene), or with ``exact`` the same config up to the dataset version."""
-    keys = (set(cfg) | set(OPTIONAL)) - {"dataset_version"} if exact else set(OPTIONAL)
+    scene), or with ``exact`` the same config up to the dataset version and the HAADF images
+    (``--haadf``)."""
+    keys = ((set(cfg) | set(OPTIONAL)) - {"dataset_version"} if exact else set(OPTIONAL)) - {"haadf"}
     for name, p in PRESETS.items():
         base = json.loads(p.to_json())
         if all(base.get(k) == cfg.get(k) for k in keys):
@@ -57,14 +59,19 @@ def regenerate_command(summary: dict, out: str, shard_size: int | None = None) -
         raise ConfigError(f"{summary['path']}: its noise model or scene options match no preset "
                           f"({', '.join(PRESETS)}), so no command can regenerate it; start it "
                           "from a preset")
+    image = cfg.get("haadf")
+    if image is not None and image != HaadfOptions().to_dict():
+        raise ConfigError(f"{summary['path']}: its HAADF options differ from `--haadf`'s "
+                          "defaults, so no command can regenerate it")
     epoch = int(datetime.fromisoformat(summary["created"]).timestamp())
     angles = ",".join(f"{a:g}" for a in cfg["angles"])
     sharded = f"--shard-size {shard_size} " if shard_size else ""
     return (f"SOURCE_DATE_EPOCH={epoch} nanoedx generate --preset {base} --n {cfg['n']} "
             f"--size {cfg['size']} --counts {cfg['counts']:g} --background "
             f"{cfg['background']:g} --angles={angles} --seed {cfg['seed']} "
-            f"--backend {cfg['backend']} --dataset-version {cfg['dataset_version']} "
-            f"{sharded}--out {out}  # nanoedx {summary['generator_version']}")
+            f"--backend {cfg['backend']} {'--haadf ' if image else ''}--dataset-version "
+            f"{cfg['dataset_version']} {sharded}--out {out}  # nanoedx "
+            f"{summary['generator_version']}")
 
 
 def _commands(summaries: list[dict], directory: Path) -> str:

@@ -80,14 +80,15 @@ def open_database(path, mode: str = "r", complete: bool = True,
 def layout_problems(f: h5py.File) -> list[str]:
     """What is wrong with the layout of an open database against the schema; [] if nothing.
 
-    Reads no arrays, only their metadata: every variable of :data:`schema.FIELDS` present with
-    its dtype and rank, one size per dimension across the variables (so the angles match the
+    Reads no arrays, only their metadata: every variable of :data:`schema.FIELDS` (and of
+    :data:`schema.HAADF_FIELDS` when the file holds one of them) present with its dtype and rank, one size per dimension across the variables (so the angles match the
     maps and the catalogue the samples), a cubic grid (z = y = x = row = col), and each noise
     level's counts of the schema's dtype and the projections' shape.
     """
     out: list[str] = []
     sizes: dict[str, tuple[str, int]] = {}  # dimension -> (the variable that set it, size)
-    expected = [(fld.name, fld) for fld in schema.FIELDS]
+    haadf = any(fld.name in f for fld in schema.HAADF_FIELDS)  # both or neither
+    expected = [(fld.name, fld) for fld in schema.root_fields(haadf)]
     for tag, grp in f.get(schema.NOISY, {}).items():
         if not tag.startswith(schema.PARTIAL_PREFIX):
             if not isinstance(grp, h5py.Group) or schema.NOISY_FIELD.name not in grp:
@@ -157,13 +158,18 @@ def first_sample(f: h5py.File) -> int:
 def read_sample(f: h5py.File, counts_ds: h5py.Dataset, index: int) -> tuple:
     """One sample as :func:`~nanoedx_dataset.store.writer.write_sample` takes it.
 
-    Returns ``(catalogue, volume, projection, noisy)``: the catalogue row (family, kind,
-    params as strings) and the stored arrays, (element, z, y, x) uint8 and
-    (element, angle, row, col) float32 and uint16. HDF5's errors pass through.
+    Returns ``(catalogue, volume, projection, noisy, haadf)``: the catalogue row (family,
+    kind, params and, in a file with HAADF images, haadf_params as strings) and the stored
+    arrays, (element, z, y, x) uint8, (element, angle, row, col) float32 and uint16, and the
+    (angle, row, col) uint16 HAADF images or None. HDF5's errors pass through.
     """
-    catalogue = {c: f[c].asstr()[index] for c in schema.CATALOGUE if c != schema.SPLIT}
+    names = [c for c in schema.CATALOGUE if c != schema.SPLIT]
+    haadf = f[schema.HAADF][index] if schema.HAADF in f else None
+    if haadf is not None:
+        names.append(schema.HAADF_PARAMS)
+    catalogue = {c: f[c].asstr()[index] for c in names}
     return (catalogue, f[schema.VOLUME][index], f[schema.PROJECTION][index],
-            counts_ds[index])
+            counts_ds[index], haadf)
 
 
 def config(f: h5py.File) -> dict:
@@ -181,8 +187,9 @@ class Database:
 
     Attributes read once: ``path``, ``elements``, ``angles`` (degrees), the catalogue columns
     ``family``, ``kind``, ``split``, ``params``, ``levels`` (noise levels), ``first`` (global
-    index of the first sample), ``sharded`` (a shard of a sharded run) and ``attrs`` (root
-    attributes as strings). The h5py handle is opened on first use in each process.
+    index of the first sample), ``sharded`` (a shard of a sharded run), ``has_haadf`` (it
+    holds HAADF images) and ``attrs`` (root attributes as strings). The h5py handle is opened
+    on first use in each process.
     """
 
     def __init__(self, path):
@@ -194,6 +201,7 @@ class Database:
             self.levels = noise_levels(f)
             self.first = first_sample(f)
             self.sharded = schema.FIRST_SAMPLE in f.attrs
+            self.has_haadf = schema.HAADF in f
             self.attrs = {k: str(f.attrs[k]) for k in schema.ROOT_ATTRS if k in f.attrs}
             self.n, self.size = int(f[schema.VOLUME].shape[0]), int(f[schema.VOLUME].shape[-1])
         self._pid, self._file = None, None
@@ -227,6 +235,22 @@ class Database:
     def counts(self, tag: str, sample: int, element=slice(None), angles=slice(None)) -> np.ndarray:
         """Noisy counts (uint16) of noise level ``tag``."""
         return self.file[schema.counts_path(tag)][sample, element, angles]
+
+    def haadf(self, sample: int, angles=slice(None)) -> np.ndarray:
+        """Recorded HAADF-STEM counts (uint16), (angle, row, col) or (row, col) for one angle.
+
+        Raises :class:`ConfigError` for a file without HAADF images.
+        """
+        if not self.has_haadf:
+            raise ConfigError(f"{self.path.name} holds no HAADF images; generate a database "
+                              "with them (`nanoedx generate ... --haadf`)")
+        return self.file[schema.HAADF][sample, angles]
+
+    def haadf_params(self, sample: int) -> dict:
+        """One sample's HAADF parameters (element symbols and Z, gamma, peak, support, blur,
+        read noise)."""
+        self.haadf(sample, 0)  # the same error for a file without them
+        return json.loads(self.file[schema.HAADF_PARAMS].asstr()[sample])
 
 
 def open_xarray(path: Path, noise: str | None = None):

@@ -15,10 +15,13 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "nanoedx"
-FORMAT_VERSION = "1.0"
+# 1.1 adds the optional HAADF variables (HAADF_FIELDS); a file without them is a 1.0 file and
+# says so (format_version()), so that it keeps the exact bytes of the releases before 1.1.
+FORMAT_VERSION = "1.1"
 STR = h5py.string_dtype()
 VOLUME_SCALE = 1 / 255  # uint8 occupancy -> [0, 1]
 COUNT_DTYPE = np.uint16  # noisy EDX counts (NOISY_FIELD's dtype, "u2")
+HAADF_DTYPE = np.uint16  # recorded HAADF-STEM counts (the haadf variable's dtype)
 
 # ---------------------------------------------------------------- vocabulary
 SPLITS = ("train", "val", "test")
@@ -47,6 +50,7 @@ def noise_tag(counts: float, background: float) -> str:
 ELEMENT, ANGLE = "element", "angle"
 FAMILY, KIND, SPLIT, PARAMS, WRITTEN = "family", "kind", "split", "params", "written"
 VOLUME, PROJECTION = "volume", "projection"
+HAADF, HAADF_PARAMS = "haadf", "haadf_params"
 CATALOGUE = (FAMILY, KIND, SPLIT, PARAMS)
 NOISY = "noisy"  # group holding one subgroup per noise level
 PARTIAL_PREFIX = "partial_"  # a noise level being written; renamed when complete
@@ -96,14 +100,33 @@ FIELDS: tuple[Field, ...] = (
           "clean parallel-beam line integrals of the occupancy (row = y)", "voxel",
           compress=True),
 )
+# Optional root variables (format 1.1): the HAADF-STEM image recorded with every tilt, written
+# by a config with HAADF options (nanoedx_dataset.simulate.haadf), in file order after FIELDS.
+HAADF_FIELDS: tuple[Field, ...] = (
+    Field(HAADF_PARAMS, ("sample",), STR, "the sample's HAADF JSON: element symbols and Z, "
+          "gamma, peak, support, blur, read_noise (nanoedx_dataset.simulate.haadf)"),
+    Field(HAADF, ("sample", "angle", "row", "col"), "u2",
+          "HAADF-STEM counts recorded with each tilt: Poisson(probe-blurred peak-scaled "
+          "sum_e Z_e^gamma p_e + support film) + read noise", "count", compress=True),
+)
 NOISY_FIELD = Field("counts", ("sample", "element", "angle", "row", "col"), "u2",
                     "Poisson EDX counts: counts * p / sum(p) + background / n_pixels per pixel",
                     "count", compress=True)
 
 
 def fields() -> dict[str, Field]:
-    """The root variables by name."""
-    return {f.name: f for f in FIELDS}
+    """The root variables by name (the optional HAADF ones included)."""
+    return {f.name: f for f in FIELDS + HAADF_FIELDS}
+
+
+def root_fields(haadf: bool) -> tuple[Field, ...]:
+    """The root variables of a file, with or without the HAADF images."""
+    return FIELDS + HAADF_FIELDS if haadf else FIELDS
+
+
+def format_version(haadf: bool) -> str:
+    """The format version a file declares: 1.1 with the HAADF images, else 1.0."""
+    return FORMAT_VERSION if haadf else "1.0"
 
 
 def noisy_path(tag: str) -> str:
@@ -126,9 +149,10 @@ def chunks(f: Field, sizes: dict[str, int]) -> tuple[int, ...] | None:
 def field_table() -> str:
     """A Markdown table of the format's variables (for the dataset card)."""
     rows = ["| name | dims | dtype | units | meaning |", "| --- | --- | --- | --- | --- |"]
-    for fld in FIELDS + (NOISY_FIELD,):
+    for fld in FIELDS + HAADF_FIELDS + (NOISY_FIELD,):
         name = fld.name if fld is not NOISY_FIELD else f"{NOISY}/c{{C}}_b{{B}}/{fld.name}"
         dtype = "str" if fld.dtype is STR else np.dtype(fld.dtype).name
+        note = "optional (format 1.1, `--haadf`): " if fld in HAADF_FIELDS else ""
         rows.append(f"| `{name}` | ({', '.join(fld.dims)}) | {dtype} | {fld.units} | "
-                    f"{fld.description} |")
+                    f"{note}{fld.description} |")
     return "\n".join(rows)

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from . import schema
-from .schema import FIELDS, NOISY, NOISY_ATTRS, NOISY_FIELD, Field
+from .schema import NOISY, NOISY_ATTRS, NOISY_FIELD, Field
 
 
 def _create_variable(group, f: Field, sizes: dict[str, int]):
@@ -36,7 +36,7 @@ def _create_variable(group, f: Field, sizes: dict[str, int]):
 
 
 def create(path: Path, n_samples: int, size: int, angles: np.ndarray, elements: tuple[str, ...],
-           attrs: dict) -> None:
+           attrs: dict, haadf: bool = False) -> None:
     """Write an empty database: dimensions, coordinate values and root attributes.
 
     Parameters
@@ -52,28 +52,31 @@ def create(path: Path, n_samples: int, size: int, angles: np.ndarray, elements: 
     attrs : dict
         Root attributes (see :data:`~nanoedx_dataset.store.schema.ROOT_ATTRS`);
         ``format_name``/``format_version`` are added.
+    haadf : bool
+        Also hold the HAADF images (:data:`~nanoedx_dataset.store.schema.HAADF_FIELDS`; the
+        file is then of format 1.1).
     """
     sizes = {"sample": n_samples, "element": len(elements), "angle": len(angles),
              "z": size, "y": size, "x": size, "row": size, "col": size}
     with h5netcdf.File(path, "w") as f:
         f.dimensions = sizes
-        for fld in FIELDS:
+        for fld in schema.root_fields(haadf):
             _create_variable(f, fld, sizes)
         f.variables[schema.ELEMENT][:] = np.array(elements, dtype=object)
         f.variables[schema.ANGLE][:] = np.asarray(angles, dtype=float)
         f.attrs[schema.ATTR_FORMAT_NAME] = schema.FORMAT_NAME
-        f.attrs[schema.ATTR_FORMAT_VERSION] = schema.FORMAT_VERSION
+        f.attrs[schema.ATTR_FORMAT_VERSION] = schema.format_version(haadf)
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_group(NOISY)
-    _stable_provenance(path)
+    _stable_provenance(path, schema.format_version(haadf))
 
 
-def _stable_provenance(path: Path) -> None:
+def _stable_provenance(path: Path, version: str) -> None:
     """Replace h5netcdf's ``_NCProperties`` (which names the versions of h5netcdf, h5py and
     HDF5 installed) by one naming the format's writer, so the same command gives the same file
     bytes whatever those libraries' versions; netCDF-4 readers need only its ``version=2``."""
-    text = f"version=2,{schema.FORMAT_NAME}={schema.FORMAT_VERSION}"
+    text = f"version=2,{schema.FORMAT_NAME}={version}"
     with h5py.File(path, "r+") as f:
         f.attrs["_NCProperties"] = np.array(
             text, dtype=h5py.string_dtype(encoding="ascii", length=len(text)))
@@ -90,15 +93,19 @@ def create_noise_group(path: Path, name: str, attrs: dict) -> None:
 
 
 def write_sample(f: h5py.File, counts_ds: h5py.Dataset, index: int, catalogue: dict,
-                 volume: np.ndarray, projection: np.ndarray, noisy: np.ndarray) -> None:
+                 volume: np.ndarray, projection: np.ndarray, noisy: np.ndarray,
+                 haadf: np.ndarray | None = None) -> None:
     """Write one sample's arrays and catalogue row at position ``index``, then mark it written.
 
     ``catalogue`` maps :data:`~nanoedx_dataset.store.schema.CATALOGUE` names (but ``split``,
-    written with the file) to values. The file is flushed after the flag.
+    written with the file) to values, and in a file with HAADF images also ``haadf_params``
+    (the images are ``haadf``, (angle, row, col)). The file is flushed after the flag.
     """
     f[schema.VOLUME][index] = volume
     f[schema.PROJECTION][index] = projection
     counts_ds[index] = noisy
+    if haadf is not None:
+        f[schema.HAADF][index] = haadf
     for name, value in catalogue.items():
         f[name][index] = value
     f[schema.WRITTEN][index] = 1
@@ -106,12 +113,12 @@ def write_sample(f: h5py.File, counts_ds: h5py.Dataset, index: int, catalogue: d
 
 
 def sample_digest(catalogue: dict, volume: np.ndarray, projection: np.ndarray,
-                  noisy: np.ndarray) -> str:
+                  noisy: np.ndarray, haadf: np.ndarray | None = None) -> str:
     """SHA-256 of one sample as :func:`write_sample` writes it (catalogue strings and arrays)."""
     h = hashlib.sha256()
     for name in sorted(catalogue):
         h.update(f"{name}={catalogue[name]}\0".encode())
-    for arr in (volume, projection, noisy):
+    for arr in (volume, projection, noisy) + (() if haadf is None else (haadf,)):
         arr = np.ascontiguousarray(arr)
         h.update(f"{arr.dtype.str}{arr.shape}\0".encode())
         h.update(memoryview(arr).cast("B"))

@@ -28,6 +28,7 @@ from nanoedx_dataset.store.reader import Database, check_split
 from nanoedx_dataset.store.schema import present_elements
 
 MIN_SCALE = 1e-3  # counts per pixel; guards the normalization of an all-zero map
+OTHER_MAPS = 10**9  # item key offset of the maps drawn around an item's map (EDXMaps.series)
 
 
 def normalize(counts: np.ndarray) -> tuple[np.ndarray, float]:
@@ -127,6 +128,21 @@ class _Base(Dataset):
             raw = model.sample(proj, c, b, rng, mass=mass)
         return raw.astype(np.float32), model.signal(proj, c), c, b
 
+    def _present(self, fi: int, s: int) -> tuple[int, ...]:
+        return present_elements(self.files[fi].catalogue[schema.KIND][s])
+
+    def _haadf(self, fi: int, s: int) -> np.ndarray | None:
+        """Sample ``s``'s HAADF images (float32), or None for a file without them."""
+        db = self.files[fi]
+        return db.haadf(s).astype(np.float32) if db.has_haadf else None
+
+    def _check_haadf(self) -> None:
+        lacking = [db.path.name for db in self.files if not db.has_haadf]
+        if lacking:
+            raise ConfigError(f"{', '.join(lacking)} holds no HAADF images, which the haadf "
+                              "context needs; generate a database with `nanoedx generate "
+                              "--haadf`")
+
     def _samples(self):
         for fi, db in enumerate(self.files):
             for s, (split, kind) in enumerate(zip(db.catalogue[schema.SPLIT], db.catalogue[schema.KIND])):
@@ -135,7 +151,8 @@ class _Base(Dataset):
 
 
 class EDXMaps(_Base):
-    """Pairs of (noisy, target) 2D maps, normalized, as float tensors of shape (1, H, W).
+    """Pairs of (noisy, target) 2D maps, normalized, as float tensors of shape (C, H, W) and
+    (1, H, W): the map alone (C = 1), or with ``context`` channels beside it.
 
     Parameters
     ----------
@@ -155,6 +172,9 @@ class EDXMaps(_Base):
         One map per structure (a random present element and angle, fixed by ``seed``), as in
         the paper; otherwise every angle of every present element.
     seed : int
+    context : sequence of str
+        Context channels beside each map (:data:`~nanoedx_models.data.context.CONTEXTS`:
+        ``haadf``, ``elements``, ``tilts``); ``haadf`` needs files that hold HAADF images.
     version, cache_dir
         Passed to the release loader.
 
@@ -167,9 +187,14 @@ class EDXMaps(_Base):
     def __init__(self, source, split: str | None = "train", *, noise: str | None = None,
                  counts=None, background: float | None = None,
                  background_fraction: float | None = None, per_structure: bool = True,
-                 seed: int = 0, version: str = "latest", cache_dir=None):
+                 seed: int = 0, context=(), version: str = "latest", cache_dir=None):
+        from .context import check_context
+
         super().__init__(source, split, noise, counts, background, background_fraction, seed,
                          version, cache_dir)
+        self.context = check_context(context)
+        if "haadf" in self.context:
+            self._check_haadf()
         self.items: list[tuple[int, int, int, int]] = []
         for fi, s, elements in self._samples():
             db = self.files[fi]
@@ -190,10 +215,35 @@ class EDXMaps(_Base):
         fi, s, e, a = self.items[i]
         return self._maps(fi, s, e, a, i)
 
+    def series(self, i: int) -> dict:
+        """The particle's tilt series around item ``i``'s map, for a denoiser with context.
+
+        Returns a dict: ``noisy`` (present element, angle, row, col) raw counts whose map
+        ``[element, angle]`` is exactly :meth:`raw`'s, ``element`` and ``angle`` (that map's
+        position), ``haadf`` (angle, row, col) or None, ``background``. With on-the-fly noise
+        the other maps are drawn from their own stream.
+        """
+        fi, s, e, a = self.items[i]
+        present = self._present(fi, s)
+        noisy, _, _, b = self._maps(fi, s, list(present), slice(None), OTHER_MAPS + i)
+        raw = self.raw(i)[0]
+        noisy[present.index(e), a] = raw
+        return {"noisy": noisy, "element": present.index(e), "angle": a, "background": b,
+                "haadf": self._haadf(fi, s)}
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raw, signal, _, _ = self.raw(i)
-        x, k = normalize(raw)
-        return torch.from_numpy(x)[None], torch.from_numpy(signal / np.float32(k))[None]
+        if not self.context:
+            raw, signal, _, _ = self.raw(i)
+            x, k = normalize(raw)
+            return torch.from_numpy(x)[None], torch.from_numpy(signal / np.float32(k))[None]
+        from .context import channels
+
+        fi, s, e, a = self.items[i]
+        present = self._present(fi, s)
+        noisy, signal, _, _ = self._maps(fi, s, list(present), slice(None), i)
+        pos = present.index(e)
+        x, k = channels(noisy, pos, a, self.context, self._haadf(fi, s))
+        return torch.from_numpy(x), torch.from_numpy(signal[pos, a] / np.float32(k))[None]
 
 
 class TiltSeries(_Base):
@@ -201,8 +251,8 @@ class TiltSeries(_Base):
 
     Items are dicts of numpy arrays: ``noisy`` (angle, row, col) raw counts, ``target`` the
     expected signal counts, ``angles`` (degrees), ``reference`` the reference volume
-    (z, y, x) = occupancy * counts / sum(occupancy), and ``counts``, ``background``,
-    ``sample``, ``element``. Parameters as :class:`EDXMaps` (without ``per_structure``).
+    (z, y, x) = occupancy * counts / sum(occupancy), ``haadf`` (angle, row, col) or None, and
+    ``counts``, ``background``, ``sample``, ``element``. Parameters as :class:`EDXMaps` (without ``per_structure``).
     """
 
     def __init__(self, source, split: str | None = "test", *, noise: str | None = None,
@@ -223,4 +273,5 @@ class TiltSeries(_Base):
         vol = db.volume(s, e)
         return {"noisy": raw, "target": signal, "angles": db.angles,
                 "reference": (vol * c / vol.sum()).astype(np.float32), "counts": c,
-                "background": b, "sample": s, "element": db.elements[e]}
+                "background": b, "sample": s, "element": db.elements[e],
+                "haadf": self._haadf(fi, s)}

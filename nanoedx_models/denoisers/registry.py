@@ -9,6 +9,12 @@ has at most one parameter, set in one of three ways:
 * ``fitted`` -- once, by Brent minimization of the mean MAE over validation maps (what a user can
   really do).
 
+A ``series`` denoiser (``scope="series"``: the context U-nets) sees more than one map: it is
+``fn(series, parameter, background, haadf, which)`` with the particle's raw tilt series of every
+element (element, angle, row, col), the HAADF images (angle, row, col) or None, and the maps
+to return (``which``: (element, angle) pairs, or None for all); :meth:`Denoiser.series` calls
+it.
+
 Every output is rescaled to conserve counts (:func:`conserve`): its total is the input's total
 minus the background, because elemental ratios are quantified from these sums. The scale is
 applied after the method, inside :meth:`Denoiser.__call__`, so the benchmark, the hold-out
@@ -86,6 +92,7 @@ class DenoiserFailed(RuntimeError):
 Fn = Callable[[np.ndarray, float, float], np.ndarray]
 FIT_XATOL = 0.03  # Brent's tolerance on log(parameter) for fitted methods: 3 % of the value
 MODES = ("fixed", "oracle", "fitted")
+SCOPES = ("map", "series")  # what fn sees: one map, or the particle's whole tilt series
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class Denoiser:
     mode: str
     bounds: tuple[float, float] | None = None
     default: float | None = None
+    scope: str = "map"
 
     def fit(self, noisy, truth, background: float, mapper=map) -> float | None:
         """The parameter of a ``fitted`` denoiser from validation maps (None otherwise).
@@ -130,8 +138,29 @@ class Denoiser:
             return oracle(self.fn, x, truth, self.bounds, background, xatol=1e-2)[0]
         if self.mode == "fitted" and parameter is None:
             raise ConfigError(f"{self.name} needs its parameter: call .fit() on validation maps")
+        if self.scope != "map":
+            raise ConfigError(f"{self.name} denoises a whole tilt series: call .series()")
         p = parameter if parameter is not None else self.default
         return conserve(self.fn(x, p, background), x, background)
+
+    def series(self, series: np.ndarray, background: float, haadf=None, which=None,
+               parameter: float | None = None) -> np.ndarray:
+        """Denoise maps of a particle's tilt series (element, angle, row, col) with what it
+        sees beside them; ``which`` picks (element, angle) maps (default: all). A map-scope
+        denoiser denoises each map alone. Every output conserves counts (:func:`conserve`).
+        """
+        x = np.asarray(series, np.float64)
+        todo = ([(e, a) for e in range(x.shape[0]) for a in range(x.shape[1])]
+                if which is None else [tuple(w) for w in which])
+        p = parameter if parameter is not None else self.default
+        if self.scope == "map":
+            out = np.stack([self(x[e, a], background, p) for e, a in todo])
+        else:
+            out = np.asarray(self.fn(x, p, background, haadf, todo), np.float64)
+            if out.shape != (len(todo),) + x.shape[-2:]:
+                raise DenoiserFailed(f"returned shape {out.shape} for {len(todo)} maps")
+            out = np.stack([conserve(o, x[e, a], background) for o, (e, a) in zip(out, todo)])
+        return out if which is not None else out.reshape(x.shape)
 
 
 DENOISERS: dict[str, Denoiser] = {}
@@ -144,13 +173,19 @@ def _mae(job) -> float:
     return float(np.abs(conserve(DENOISERS[name].fn(x, p, background), x, background) - g).mean())
 
 
-def register(name: str, *, mode: str = "fixed", bounds=None, default=None):
-    """Register ``fn(counts, parameter, background)`` under ``name``."""
+def register(name: str, *, mode: str = "fixed", bounds=None, default=None,
+             scope: str = "map"):
+    """Register ``fn(counts, parameter, background)`` under ``name`` (a ``series`` scope:
+    ``fn(series, parameter, background, haadf, which)``)."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+    if scope not in SCOPES:
+        raise ConfigError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope != "map" and mode != "fixed":
+        raise ConfigError(f"a {scope} denoiser has no parameter to fit: mode 'fixed'")
 
     def deco(fn: Fn) -> Fn:
-        DENOISERS[name] = Denoiser(name, fn, mode, bounds, default)
+        DENOISERS[name] = Denoiser(name, fn, mode, bounds, default, scope)
         return fn
 
     return deco
@@ -177,13 +212,22 @@ def denoiser(name: str) -> Denoiser:
     return DENOISERS[name]
 
 
-def apply(d: Denoiser, x, background: float, param, truth) -> tuple[np.ndarray, float]:
+def apply(d: Denoiser, x, background: float, param, truth,
+          series: dict | None = None) -> tuple[np.ndarray, float]:
     """Denoise one map, checked; returns the output and the seconds it took.
 
-    Raises :class:`DenoiserFailed` for an output of the wrong shape or with NaN / inf values.
+    A series denoiser needs ``series`` (:meth:`~nanoedx_models.data.datasets.EDXMaps.series`:
+    the particle's maps around ``x``, its position and HAADF images). Raises
+    :class:`DenoiserFailed` for an output of the wrong shape or with NaN / inf values.
     """
     t = time.perf_counter()
-    out = np.asarray(d(x, background, param, truth=truth))
+    if d.scope == "series":
+        if series is None:
+            raise ConfigError(f"{d.name} denoises a map with its tilt series: give series=")
+        which = [(series["element"], series["angle"])]
+        out = d.series(series["noisy"], background, series["haadf"], which, param)[0]
+    else:
+        out = np.asarray(d(x, background, param, truth=truth))
     seconds = time.perf_counter() - t
     if out.shape != x.shape:
         raise DenoiserFailed(f"returned shape {out.shape} for a map of shape {x.shape}")

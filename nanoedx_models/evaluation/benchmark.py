@@ -18,6 +18,7 @@ Executor`; the table, JSON and figures of a leaderboard are written by :mod:`.le
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ from nanoedx_dataset.errors import ConfigError
 
 from ..data.datasets import EDXMaps, TiltSeries
 from ..denoisers import DENOISERS, Denoiser, denoiser
+from ..denoisers.learned import reads_haadf
 from ..denoisers.registry import DenoiserFailed, apply
 from ..reconstruction.em import reconstruct
 from .figures import orthoslices
@@ -80,9 +82,13 @@ def _score(task: _Task) -> dict:
     if task.dim == "2d":
         x, truth, _, b = _DATA["maps"].raw(task.index)
         x = x.astype(np.float64)
+        context = None  # the particle's series around the map, read once for series methods
         for d in map(_method, task.methods):
             try:
-                out, seconds[d.name] = apply(d, x, b, task.params.get(d.name), truth)
+                if d.scope == "series" and context is None:
+                    context = _DATA["maps"].series(task.index)
+                out, seconds[d.name] = apply(d, x, b, task.params.get(d.name), truth,
+                                             series=context)
             except Exception as err:  # noqa: BLE001 -- a failing method fails its row only
                 errors[d.name] = f"{type(err).__name__}: {err}"
                 continue
@@ -97,13 +103,10 @@ def _score(task: _Task) -> dict:
     for d in map(_method, task.methods):
         try:
             per_element, bias_element, total = [], [], 0.0
-            for item in items:
-                outs = []
-                for x, truth in zip(item["noisy"].astype(np.float64), item["target"]):
-                    out, s = apply(d, x, item["background"], task.params.get(d.name), truth)
-                    outs.append(out)
-                    total += s
-                rec = reconstruct(np.stack(outs), item["angles"], task.iterations,
+            denoised = _denoise_structure(d, items, task.params.get(d.name))
+            total = denoised.pop("seconds")
+            for item, outs in zip(items, denoised["maps"]):
+                rec = reconstruct(outs, item["angles"], task.iterations,
                                   threads=_DATA.get("threads"))
                 per_element.append(nmae(rec, item["reference"]))
                 bias_element.append(bias(rec, item["reference"]))
@@ -119,6 +122,27 @@ def _score(task: _Task) -> dict:
     return {"scores": scores, "bias": biases, "seconds": seconds, "errors": errors,
             "kept": kept,
             "maps": sum(len(i["noisy"]) for i in items)}
+
+
+def _denoise_structure(d: Denoiser, items: list[dict], param) -> dict:
+    """Every map of a structure's elements denoised (``maps``: one (angle, row, col) array per
+    element) and the seconds it took; a series method sees all elements together."""
+    if d.scope == "series":
+        t = time.perf_counter()
+        stack = np.stack([item["noisy"] for item in items]).astype(np.float64)
+        out = d.series(stack, items[0]["background"], items[0]["haadf"], parameter=param)
+        if not np.all(np.isfinite(out)):
+            raise DenoiserFailed("returned NaN or infinite values")
+        return {"maps": list(out), "seconds": time.perf_counter() - t}
+    maps, total = [], 0.0
+    for item in items:
+        outs = []
+        for x, truth in zip(item["noisy"].astype(np.float64), item["target"]):
+            out, s = apply(d, x, item["background"], param, truth)
+            outs.append(out)
+            total += s
+        maps.append(np.stack(outs))
+    return {"maps": maps, "seconds": total}
 
 
 def _subset(n: int, k: int | None) -> list[int]:
@@ -160,7 +184,8 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     split : str
         Split to score (``"test"``); fitted methods always fit on ``"val"``.
     methods : sequence of str, optional
-        Registered denoiser names or ``unet:PATH`` (default: all registered).
+        Registered denoiser names or ``unet:PATH`` (default: all registered, but those that
+        read HAADF images when the data hold none).
     counts, background : float, optional
         Draw the noise on the fly at this dose (background default 10 % of the counts), seeded
         by ``seed``; otherwise the stored noise level ``noise`` (default: the file's first).
@@ -203,6 +228,10 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     dose = {"noise": noise, "counts": counts, "background": background, "seed": seed,
             "version": version}
     maps = EDXMaps(data, split, **dose)
+    if methods is None and not all(db.has_haadf for db in maps.files):
+        # by default, the methods the data can feed: no HAADF model on data without images
+        chosen = tuple(d for d in chosen if not reads_haadf(d))
+        names = [d.name for d in chosen]
     series = TiltSeries(data, split, **dose)
     structures = _group(series)
     limits = QUICK if quick else {"maps": None, "structures": None, "fit_maps": FIT_MAPS}

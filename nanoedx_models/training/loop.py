@@ -26,6 +26,7 @@ from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.store.files import atomic_output
 from nanoedx_dataset.store.lock import output_lock
 
+from ..data.context import check_context, n_channels
 from ..data.datasets import EDXMaps
 from ..denoisers.modelfile import load_checkpoint, load_model, save_model
 from ..denoisers.unet import PRESETS, UNet
@@ -55,7 +56,7 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
           counts=None, background: float | None = None,
           background_fraction: float | None = None, per_structure: bool = True,
           maps_per_epoch: int | None = None, workers: int = 0, resume: bool = False,
-          progress: bool = True, crops=None, init: str | None = None) -> Path:
+          progress: bool = True, crops=None, init: str | None = None, context=()) -> Path:
     """Train a U-net on the ``train`` split and keep the best ``val`` epoch.
 
     Parameters
@@ -85,7 +86,13 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
         same counts per pixel. Default: whole maps.
     init : str, optional
         Start from these weights (a pretrained name or a model file of the same preset)
-        instead of a random initialization: fine-tuning.
+        instead of a random initialization: fine-tuning. A single-map model can start a
+        context model: its first convolution's weights on the context channels start at zero,
+        so training starts from the single-map model's output.
+    context : sequence of str, optional
+        Context channels beside each map (:mod:`nanoedx_models.data.context`: ``haadf``,
+        ``elements``, ``tilts``); stored in the model file, and a denoiser reads them from the
+        series it is given.
 
     Notes
     -----
@@ -106,8 +113,9 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
     world = distributed.world()
     local_batch = distributed.per_process_batch(batch_size, world)
     dev = pick_device(device)
+    context = check_context(context)
     kw = dict(noise=noise, counts=counts, background=background,
-              background_fraction=background_fraction, seed=seed)
+              background_fraction=background_fraction, seed=seed, context=context)
     train_ds = EDXMaps(data, "train", per_structure=per_structure, **kw)
     val_ds = EDXMaps(data, "val", per_structure=True, **kw)  # fixed noise: epoch 0 always
     if len(train_ds) == 0 or len(val_ds) == 0:
@@ -118,7 +126,10 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
             "background_fraction": background_fraction, "preset": preset, "epochs": epochs,
             "batch_size": batch_size, "lr": lr, "seed": seed, "per_structure": per_structure,
             "train_maps": len(train_ds), "val_maps": len(val_ds), "nanoedx": __version__,
-            "processes": world.size, "crops": list(crops) if crops else None, "init": init}
+            "processes": world.size, "crops": list(crops) if crops else None, "init": init,
+            "context": list(context),
+            "schedule": f"Adam, constant learning rate {lr:g}, batch {batch_size}; "
+                        f"{maps_per_epoch or len(train_ds)} maps per epoch"}
     with output_lock(out) if world.main else nullcontext():  # rank 0 writes the files
         dev = distributed.setup(world, dev)
         try:
@@ -134,15 +145,12 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
     """The epochs of :func:`train` (in each process of a DDP run)."""
     epochs, batch_size, seed = meta["epochs"], meta["batch_size"], meta["seed"]
     torch.manual_seed(seed)
-    model = UNet.from_preset(meta["preset"]).to(dev)
+    model = UNet.from_preset(meta["preset"], n_channels(meta.get("context"))).to(dev)
     if meta.get("init") and not resume:
         from ..denoisers.pretrained import load_pretrained
 
         base = load_pretrained(meta["init"])[0]
-        if base.config != model.config:
-            raise ConfigError(f"init model {meta['init']!r} is a {base.config} U-net, not the "
-                              f"{meta['preset']!r} preset's {model.config}")
-        model.load_state_dict(base.state_dict())
+        model.load_state_dict(_init_state(base, model, meta))
     opt = torch.optim.Adam(model.parameters(), lr=meta["lr"])
     history, best, start = [], float("inf"), 0
     ckpt = _checkpoint_path(out)
@@ -181,7 +189,8 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
             distributed.barrier(world)  # rank 0 evaluates and writes
             continue
         val = _evaluate(model, val_loader, dev)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(running)), "val_nmae": val})
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(running)), "val_nmae": val,
+                        "map_steps": (epoch + 1) * (maps_per_epoch or len(train_ds))})
         log.info("epoch %d: loss %.4f, val nMAE %.2f %%", epoch + 1, np.mean(running), val)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {np.mean(running):.4f}, "
@@ -199,17 +208,34 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
     return out
 
 
+def _init_state(base: UNet, model: UNet, meta: dict) -> dict:
+    """``base``'s weights for ``model``: the same U-net, or ``model`` with context channels
+    (its first convolution's weights on them zero, so it starts as ``base``)."""
+    same = {k: v for k, v in base.config.items() if k != "in_channels"}
+    want = {k: v for k, v in model.config.items() if k != "in_channels"}
+    if same != want or base.in_channels not in (1, model.in_channels):
+        raise ConfigError(f"init model {meta['init']!r} is a {base.config} U-net, not the "
+                          f"{meta['preset']!r} preset's {model.config}")
+    state = base.state_dict()
+    if base.in_channels != model.in_channels:
+        first = "down.0.0.weight"
+        w = torch.zeros_like(model.state_dict()[first])
+        w[:, :1] = state[first]
+        state = {**state, first: w}
+    return state
+
+
 def _crop(x: torch.Tensor, y: torch.Tensor, sizes, gen: torch.Generator):
     """A random square crop (one size and offset for the batch) of normalized map pairs,
-    renormalized by each crop's mean input count."""
+    each input channel renormalized by its crop's mean (the target by the map's)."""
     size = int(sizes[int(torch.randint(len(sizes), (1,), generator=gen))])
     h, w = x.shape[-2:]
     size = min(size, h, w)
     r = int(torch.randint(h - size + 1, (1,), generator=gen))
     c = int(torch.randint(w - size + 1, (1,), generator=gen))
     x, y = x[..., r:r + size, c:c + size], y[..., r:r + size, c:c + size]
-    m = x.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
-    return x / m, y / m
+    m = x.mean(dim=(2, 3), keepdim=True).clamp_min(1e-3)
+    return x / m, y / m[:, :1]
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
