@@ -79,7 +79,7 @@ def test_scopes_are_checked_and_errors_name_the_fix(item):
 
 @pytest.mark.parametrize("name,p", [("em-bm4d-val", 5.0), ("n2i", None)])
 def test_volumes_conserve_the_mean_total_less_the_background(item, name, p, monkeypatch):
-    monkeypatch.setitem(N2I, "steps", 10)  # the total does not depend on the training
+    monkeypatch.setitem(N2I, "steps", 60)  # the total does not depend on the training
     series, b = item["noisy"].astype(np.float64), item["background"]
     v = denoiser(name).reconstruct(series, item["angles"], b, p, iterations=5, threads=1)
     n = series.shape[-1]
@@ -92,6 +92,8 @@ def test_binomial_halves_are_exact_splits():
     a, b = binomial_halves(x, np.random.default_rng(0))
     assert np.array_equal(a + b, x) and a.min() >= 0 and b.min() >= 0
     assert 0.4 < a.sum() / x.sum() < 0.6
+    with pytest.raises(ConfigError, match="raw counts"):
+        binomial_halves(x - 5, np.random.default_rng(0))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ and return its volume (``scope="volume"`` in :mod:`.registry`).
 * ``n2i`` -- self-supervised in the spirit of Noise2Inverse (Hendriksen, Pelt and Batenburg,
   IEEE TCI 2020): the counts of each map are split binomially into two independent halves, each
   half reconstructed by EM, and a small U-net trained, on this structure alone, to predict one
-  half's reconstruction from the other's; the denoised halves are summed.
+  half's reconstruction from the other's; the denoised halves are summed. Trained per
+  structure, it sees only the data it denoises and needs no training set or ground truth, so it
+  runs on a user's own tilt series just as in the benchmark.
 
 Both return counts per voxel, as :func:`~nanoedx_models.reconstruction.em.reconstruct` does;
 :meth:`.registry.Denoiser.reconstruct` then rescales the volume to the mean total of the maps
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nanoedx_dataset.errors import MissingExtraError
+from nanoedx_dataset.errors import ConfigError, MissingExtraError
 
 from ..reconstruction.em import reconstruct
 from .classical import remove_background
@@ -105,7 +107,11 @@ def binomial_halves(series: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
 
     For Poisson counts of rate ``r``, the halves are independent Poisson counts of rate ``r/2``.
     """
-    x = np.rint(np.asarray(series, np.float64)).astype(np.int64)
+    x = np.rint(np.asarray(series, np.float64))
+    if not np.all(np.isfinite(x)) or x.min() < 0:
+        raise ConfigError("a binomial split needs raw counts (non-negative integers); give the "
+                          "tilt series as measured, before any scaling or background removal")
+    x = x.astype(np.int64)
     a = rng.binomial(x, 0.5)
     return a.astype(np.float64), (x - a).astype(np.float64)
 
@@ -143,8 +149,9 @@ def noise2inverse(series, angles, p, background, iterations, threads):
     The counts are split binomially into halves A and B (:func:`binomial_halves`), each is
     reconstructed by EM with half the background removed, and a tiny U-net is trained on this
     structure's y-slices (the tilt axis is y: each is an independent 2D tomography problem)
-    mapping A to B and B to A with a squared loss, :data:`N2I` steps. As the halves' noise is
-    independent, the network learns the expected half volume given one half. It is applied to
+    mapping A to B and B to A with a squared loss, :data:`N2I` steps (its input is the square
+    root of the half, :func:`_inputs`; its target the other half itself). As the halves' noise
+    is independent, the network learns the expected half volume given one half. It is applied to
     both halves and the outputs summed: each holds half the counts, and the network has seen
     only half-dose inputs (the full reconstruction has other noise and another EM bias).
 
