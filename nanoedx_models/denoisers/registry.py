@@ -180,16 +180,17 @@ class Denoiser:
             The volume (z, y, x) in the units of :func:`~nanoedx_models.reconstruction.em.
             reconstruct` (counts per voxel), rescaled so that its total is the mean total of
             the maps less the background, ``sum(series) / n_angles - background`` (clipped at
-            zero): parallel projection conserves mass, so this is the total of every expected
-            signal map and of the reference volume, and :func:`conserve` of the mean map does
-            it.
+            zero): parallel projection conserves mass, so every map's expected signal and the
+            volume have one total, of which this is the estimate from all maps; it is
+            :func:`conserve` of the mean map.
         """
         if self.scope != "volume":
             raise ConfigError(f"{self.name} denoises one map at a time: call it on each map "
                               "and reconstruct the denoised series")
         if self.mode == "fitted" and parameter is None:
-            raise ConfigError(f"{self.name} needs its parameter: fit it on validation "
-                              "structures (the benchmark does)")
+            raise ConfigError(f"{self.name} needs its parameter: pass parameter= (`nanoedx "
+                              "benchmark` fits it on validation structures and reports it in "
+                              "the method's row)")
         x = np.asarray(series, np.float64)
         p = parameter if parameter is not None else self.default
         out = self.fn(x, angles, p, background, iterations, threads)
