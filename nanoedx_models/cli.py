@@ -518,8 +518,9 @@ def _add_benchmark(sub) -> None:
     p.add_argument("--data-version", default="latest",
                    help="release version, for a release name")
     p.add_argument("--split", default="test", help="split to score: train, val or test")
-    p.add_argument("--methods", help="comma-separated denoisers (default: all); registered: "
-                   "{denoisers}; or unet:MODEL.pt")
+    p.add_argument("--methods", help="comma-separated denoisers (default: all but the "
+                   "reconstruction-domain em-bm4d-val and n2i); registered: {denoisers}; or "
+                   "unet:MODEL.pt")
     p.add_argument("--counts", type=POSITIVE, help="score at this dose, noise drawn on the fly")
     p.add_argument("--background", type=NONNEGATIVE,
                    help="on-the-fly background (default 10 %% of --counts)")

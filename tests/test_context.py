@@ -168,3 +168,22 @@ def test_cli_trains_and_runs_a_haadf_model(haadf_db, tmp_path, capsys):
                  "-o", str(out)]) == 0
     assert read_series(out).data.shape == s["noisy"].shape
     assert main(["train", str(haadf_db), "-o", str(tmp_path / "x.pt"), "--context", "spectra"]) == 2
+
+
+def test_the_shipped_context_models_beat_the_noisy_floor(haadf_db):
+    names = ["unet-haadf", "unet-joint", "unet-context"]
+    board = benchmark(haadf_db, methods=["noisy", *names], workers=1, progress=False,
+                      dims=("2d",))
+    rows = {r["method"]: r for r in board["rows"]}
+    for name in names:
+        assert rows[name]["status"] == "ok"
+        assert rows[name]["nmae2d_mean"] < rows["noisy"]["nmae2d_mean"] / 2
+
+
+def test_by_default_the_benchmark_leaves_haadf_models_out_on_data_without_images(tiny_db):
+    from nanoedx_models.denoisers.learned import reads_haadf
+
+    assert reads_haadf(denoiser("unet-haadf")) and not reads_haadf(denoiser("unet-joint"))
+    board = benchmark(tiny_db, workers=1, progress=False, dims=("2d",), quick=True)
+    names = {r["method"] for r in board["rows"]}
+    assert "unet-joint" in names and not names & {"unet-haadf", "unet-context"}

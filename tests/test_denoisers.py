@@ -26,13 +26,11 @@ def test_registry_holds_the_benchmark_methods():
 
 
 UNTRAINED = {"unet-paper"}  # registered, weights not published (pretrained.json says why)
+# one map at a time (series ones: test_context; volume ones: test_volume_methods)
+MAPS = [n for n, d in DENOISERS.items() if d.scope == "map"]
 
 
-# one-map denoisers (the series ones, context U-nets, are tested in test_context)
-MAP_SCOPE = [n for n in DENOISERS if DENOISERS[n].scope == "map"]
-
-
-@pytest.mark.parametrize("name", [n for n in MAP_SCOPE if n not in {"noisy"} | UNTRAINED])
+@pytest.mark.parametrize("name", [n for n in MAPS if n not in {"noisy"} | UNTRAINED])
 def test_every_denoiser_beats_the_noisy_floor(maps, name):
     d = denoiser(name)
     noisy, truth, b = maps["test"]
@@ -63,7 +61,7 @@ def _parameter(d):
     return float(np.sqrt(d.bounds[0] * d.bounds[1])) if d.bounds else d.default
 
 
-@pytest.mark.parametrize("name", [n for n in MAP_SCOPE if n not in UNTRAINED])
+@pytest.mark.parametrize("name", [n for n in MAPS if n not in UNTRAINED])
 def test_outputs_conserve_the_expected_signal(element_maps, name):
     d = denoiser(name)
     p = _parameter(d) if d.mode == "fitted" else None

@@ -1,13 +1,15 @@
 """The denoisers of the benchmark, registered by name.
 
-A denoiser maps one raw count map (row, col) to expected signal counts, background removed. It
-has at most one parameter, set in one of three ways:
+A denoiser maps one raw count map (row, col) to expected signal counts, background removed. A
+``volume``-scope method (:data:`SCOPES`) instead maps one element's whole raw tilt series to its
+reconstructed volume (:meth:`Denoiser.reconstruct`): it denoises in the reconstruction domain and
+has a 3D score only. A method has at most one parameter, set in one of three ways:
 
 * ``fixed`` -- no parameter, or a default (the U-nets, ``noisy``);
 * ``oracle`` -- per map, by Brent minimization of the MAE against the ground truth (the paper's
   "best case"; needs the truth, so only on simulated data);
 * ``fitted`` -- once, by Brent minimization of the mean MAE over validation maps (what a user can
-  really do).
+  really do); a volume method's, of the mean 3D nMAE over validation structures.
 
 A ``series`` denoiser (``scope="series"``: the context U-nets) sees more than one map: it is
 ``fn(series, parameter, background, haadf, which)`` with the particle's raw tilt series of every
@@ -19,7 +21,9 @@ Every output is rescaled to conserve counts (:func:`conserve`): its total is the
 minus the background, because elemental ratios are quantified from these sums. The scale is
 applied after the method, inside :meth:`Denoiser.__call__`, so the benchmark, the hold-out
 score and a user's denoising all see it; an oracle's and a fitted method's parameter are chosen
-on the conserved output (the MAE they minimize is that of what the method returns).
+on the conserved output (the MAE they minimize is that of what the method returns). A volume
+method's reconstruction is rescaled the same way to the mean total of its maps less the
+background (:meth:`Denoiser.reconstruct`).
 
 Adding one is one decorated function::
 
@@ -92,12 +96,27 @@ class DenoiserFailed(RuntimeError):
 Fn = Callable[[np.ndarray, float, float], np.ndarray]
 FIT_XATOL = 0.03  # Brent's tolerance on log(parameter) for fitted methods: 3 % of the value
 MODES = ("fixed", "oracle", "fitted")
-SCOPES = ("map", "series")  # what fn sees: one map, or the particle's whole tilt series
+# what ``fn`` takes: one count map (row, col); the particle's whole tilt series of every element,
+# returning maps (:meth:`Denoiser.series`); or one element's tilt series (angle, row, col) with
+# its angles, reconstructed to a volume (z, y, x) -- :meth:`Denoiser.reconstruct`
+SCOPES = ("map", "series", "volume")
+
+
+def fit_parameter(loss: Callable[[float], float], bounds: tuple[float, float]) -> float:
+    """The parameter in ``bounds`` that minimizes ``loss(p)``: Brent's bounded method on
+    ``log(p)`` to :data:`FIT_XATOL` (how every ``fitted`` method is fitted)."""
+    res = minimize_scalar(lambda logp: loss(float(np.exp(logp))), bounds=np.log(bounds),
+                          method="bounded", options={"xatol": FIT_XATOL})
+    return float(np.exp(res.x))
 
 
 @dataclass(frozen=True)
 class Denoiser:
-    """A registered denoiser: ``fn(counts, parameter, background) -> expected counts``."""
+    """A registered denoiser: ``fn(counts, parameter, background) -> expected counts``.
+
+    With ``scope="volume"``: ``fn(series, angles, parameter, background, iterations, threads)
+    -> volume`` (:meth:`reconstruct`).
+    """
 
     name: str
     fn: Fn
@@ -115,14 +134,11 @@ class Denoiser:
         if self.mode != "fitted":
             return self.default
 
-        def loss(logp: float) -> float:
-            p = float(np.exp(logp))
+        def loss(p: float) -> float:
             jobs = [(self.name, x, g, p, background) for x, g in zip(noisy, truth)]
             return float(np.mean(list(mapper(_mae, jobs))))
 
-        res = minimize_scalar(loss, bounds=np.log(self.bounds), method="bounded",
-                              options={"xatol": FIT_XATOL})
-        return float(np.exp(res.x))
+        return fit_parameter(loss, self.bounds)
 
     def __call__(self, counts: np.ndarray, background: float, parameter: float | None = None,
                  truth: np.ndarray | None = None) -> np.ndarray:
@@ -131,6 +147,10 @@ class Denoiser:
         The output conserves counts (:func:`conserve`): its total is ``sum(counts) -
         background``, clipped at zero.
         """
+        if self.scope == "volume":
+            raise ConfigError(f"{self.name} reconstructs a whole tilt series, not one map: call "
+                              f"its .reconstruct(series, angles, background, parameter), or "
+                              f"choose a map denoiser")
         x = np.asarray(counts, np.float64)
         if self.mode == "oracle":
             if truth is None:
@@ -149,6 +169,8 @@ class Denoiser:
         sees beside them; ``which`` picks (element, angle) maps (default: all). A map-scope
         denoiser denoises each map alone. Every output conserves counts (:func:`conserve`).
         """
+        if self.scope == "volume":
+            raise ConfigError(f"{self.name} reconstructs a tilt series: call .reconstruct()")
         x = np.asarray(series, np.float64)
         todo = ([(e, a) for e in range(x.shape[0]) for a in range(x.shape[1])]
                 if which is None else [tuple(w) for w in which])
@@ -162,6 +184,48 @@ class Denoiser:
             out = np.stack([conserve(o, x[e, a], background) for o, (e, a) in zip(out, todo)])
         return out if which is not None else out.reshape(x.shape)
 
+    def reconstruct(self, series: np.ndarray, angles, background: float,
+                    parameter: float | None = None, iterations: int = 15,
+                    threads: int | None = None) -> np.ndarray:
+        """The volume of one element's tilt series by a ``volume``-scope method.
+
+        Parameters
+        ----------
+        series : ndarray, shape (angle, row, col)
+            Raw counts of one element's maps, background included.
+        angles : sequence of float
+            Tilt angles in degrees, one per map.
+        background : float
+            Background counts of one map (not per pixel).
+        parameter : float, optional
+            Required for a ``fitted`` method; the default otherwise.
+        iterations : int
+            EM iterations of the method's reconstructions.
+        threads : int, optional
+            Threads of the reconstruction; the volume does not depend on them.
+
+        Returns
+        -------
+        ndarray, shape (col, row, col), float64
+            The volume (z, y, x) in the units of :func:`~nanoedx_models.reconstruction.em.
+            reconstruct` (counts per voxel), rescaled so that its total is the mean total of
+            the maps less the background, ``sum(series) / n_angles - background`` (clipped at
+            zero): parallel projection conserves mass, so every map's expected signal and the
+            volume have one total, of which this is the estimate from all maps; it is
+            :func:`conserve` of the mean map.
+        """
+        if self.scope != "volume":
+            raise ConfigError(f"{self.name} denoises one map at a time: call it on each map "
+                              "and reconstruct the denoised series")
+        if self.mode == "fitted" and parameter is None:
+            raise ConfigError(f"{self.name} needs its parameter: pass parameter= (`nanoedx "
+                              "benchmark` fits it on validation structures and reports it in "
+                              "the method's row)")
+        x = np.asarray(series, np.float64)
+        p = parameter if parameter is not None else self.default
+        out = self.fn(x, angles, p, background, iterations, threads)
+        return conserve(out, x.mean(axis=0), background)
+
 
 DENOISERS: dict[str, Denoiser] = {}
 
@@ -173,16 +237,19 @@ def _mae(job) -> float:
     return float(np.abs(conserve(DENOISERS[name].fn(x, p, background), x, background) - g).mean())
 
 
-def register(name: str, *, mode: str = "fixed", bounds=None, default=None,
-             scope: str = "map"):
-    """Register ``fn(counts, parameter, background)`` under ``name`` (a ``series`` scope:
-    ``fn(series, parameter, background, haadf, which)``)."""
+def register(name: str, *, mode: str = "fixed", bounds=None, default=None, scope: str = "map"):
+    """Register ``fn(counts, parameter, background)`` under ``name`` (for ``scope="series"``,
+    ``fn(series, parameter, background, haadf, which)``; for ``scope="volume"``,
+    ``fn(series, angles, parameter, background, iterations, threads)``)."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
     if scope not in SCOPES:
         raise ConfigError(f"scope must be one of {SCOPES}, got {scope!r}")
-    if scope != "map" and mode != "fixed":
+    if scope == "series" and mode != "fixed":
         raise ConfigError(f"a {scope} denoiser has no parameter to fit: mode 'fixed'")
+    if scope == "volume" and mode == "oracle":
+        raise ConfigError(f"{name}: a volume method cannot be an oracle; register it as "
+                          "'fitted' (its parameter fitted on validation structures) or 'fixed'")
 
     def deco(fn: Fn) -> Fn:
         DENOISERS[name] = Denoiser(name, fn, mode, bounds, default, scope)
@@ -231,6 +298,25 @@ def apply(d: Denoiser, x, background: float, param, truth,
     seconds = time.perf_counter() - t
     if out.shape != x.shape:
         raise DenoiserFailed(f"returned shape {out.shape} for a map of shape {x.shape}")
+    if not np.all(np.isfinite(out)):
+        raise DenoiserFailed("returned NaN or infinite values")
+    return out, seconds
+
+
+def apply_volume(d: Denoiser, series, angles, background: float, param, iterations: int,
+                 threads: int | None = None) -> tuple[np.ndarray, float]:
+    """Reconstruct one element's tilt series by a volume method, checked; returns the volume
+    and the seconds it took.
+
+    Raises :class:`DenoiserFailed` for a volume that is not (col, row, col) or holds NaN / inf.
+    """
+    t = time.perf_counter()
+    out = np.asarray(d.reconstruct(series, angles, background, param, iterations, threads))
+    seconds = time.perf_counter() - t
+    n_angles, rows, cols = np.shape(series)
+    if out.shape != (cols, rows, cols):
+        raise DenoiserFailed(f"returned shape {out.shape} for maps of {rows} x {cols} pixels "
+                             f"(a volume must be {(cols, rows, cols)})")
     if not np.all(np.isfinite(out)):
         raise DenoiserFailed("returned NaN or infinite values")
     return out, seconds

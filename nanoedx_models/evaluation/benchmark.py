@@ -3,7 +3,10 @@
 2D: one map per structure of a split (a present element and an angle fixed by the seed), each
 denoised and scored by nMAE against its expected signal. 3D: every map of each structure's noisy
 tilt series denoised, then 15 EM iterations, scored by nMAE against the reference volume scaled
-to the same total (DESIGN.md); a structure's score is the mean over its elements. Beside each
+to the same total (DESIGN.md); a structure's score is the mean over its elements. A
+``volume``-scope method (:data:`~nanoedx_models.denoisers.registry.SCOPES`) reconstructs each
+element's raw tilt series itself, in place of the denoise-then-EM path, and has no 2D score; a
+fitted one gets its parameter from validation structures' 3D nMAE. Beside each
 nMAE, the signed bias of the total (:func:`.metrics.bias`, %): of each map against its expected
 signal (2D), of each reconstruction against its reference volume (3D). Fitted methods
 get their one parameter from validation maps first; oracles from each map's ground truth.
@@ -32,7 +35,7 @@ from nanoedx_dataset.errors import ConfigError
 from ..data.datasets import EDXMaps, TiltSeries
 from ..denoisers import DENOISERS, Denoiser, denoiser
 from ..denoisers.learned import reads_haadf
-from ..denoisers.registry import DenoiserFailed, apply
+from ..denoisers.registry import DenoiserFailed, apply, apply_volume, fit_parameter
 from ..reconstruction.em import reconstruct
 from .figures import orthoslices
 from .leaderboard import DIMS, leaderboard, write
@@ -42,6 +45,7 @@ __all__ = ["DIMS", "DenoiserFailed", "benchmark"]
 
 QUICK = {"maps": 24, "structures": 4, "fit_maps": 8}  # --quick: evenly spaced subsets
 FIT_MAPS = 30  # validation maps that set a fitted method's parameter
+FIT_STRUCTURES = {False: 6, True: 2}  # validation structures of a fitted volume method (quick)
 
 
 @dataclass
@@ -84,6 +88,8 @@ def _score(task: _Task) -> dict:
         x = x.astype(np.float64)
         context = None  # the particle's series around the map, read once for series methods
         for d in map(_method, task.methods):
+            if d.scope == "volume":  # reconstructs tilt series: no 2D score
+                continue
             try:
                 if d.scope == "series" and context is None:
                     context = _DATA["maps"].series(task.index)
@@ -102,12 +108,9 @@ def _score(task: _Task) -> dict:
     items = [_DATA["series"][k] for k in _DATA["structures"][task.index]]
     for d in map(_method, task.methods):
         try:
-            per_element, bias_element, total = [], [], 0.0
-            denoised = _denoise_structure(d, items, task.params.get(d.name))
-            total = denoised.pop("seconds")
-            for item, outs in zip(items, denoised["maps"]):
-                rec = reconstruct(outs, item["angles"], task.iterations,
-                                  threads=_DATA.get("threads"))
+            per_element, bias_element = [], []
+            vols, total = _volumes(d, items, task.params.get(d.name), task.iterations)
+            for item, rec in zip(items, vols):
                 per_element.append(nmae(rec, item["reference"]))
                 bias_element.append(bias(rec, item["reference"]))
                 if task.keep and item is items[0]:
@@ -124,25 +127,41 @@ def _score(task: _Task) -> dict:
             "maps": sum(len(i["noisy"]) for i in items)}
 
 
-def _denoise_structure(d: Denoiser, items: list[dict], param) -> dict:
-    """Every map of a structure's elements denoised (``maps``: one (angle, row, col) array per
-    element) and the seconds it took; a series method sees all elements together."""
+def _volumes(d: Denoiser, items: list[dict], param, iterations: int) -> tuple[list, float]:
+    """The volumes of a structure's elements by ``d`` and the seconds its denoising took: a map
+    method denoises each map, a series method all maps of all elements together, then EM; a
+    volume method reconstructs each raw series itself (timed whole)."""
+    threads = _DATA.get("threads")
+    if d.scope == "volume":
+        done = [apply_volume(d, item["noisy"].astype(np.float64), item["angles"],
+                             item["background"], param, iterations, threads) for item in items]
+        return [v for v, _ in done], sum(s for _, s in done)
     if d.scope == "series":
         t = time.perf_counter()
         stack = np.stack([item["noisy"] for item in items]).astype(np.float64)
-        out = d.series(stack, items[0]["background"], items[0]["haadf"], parameter=param)
-        if not np.all(np.isfinite(out)):
+        maps = d.series(stack, items[0]["background"], items[0]["haadf"], parameter=param)
+        if not np.all(np.isfinite(maps)):
             raise DenoiserFailed("returned NaN or infinite values")
-        return {"maps": list(out), "seconds": time.perf_counter() - t}
-    maps, total = [], 0.0
-    for item in items:
-        outs = []
-        for x, truth in zip(item["noisy"].astype(np.float64), item["target"]):
-            out, s = apply(d, x, item["background"], param, truth)
-            outs.append(out)
-            total += s
-        maps.append(np.stack(outs))
-    return {"maps": maps, "seconds": total}
+        total = time.perf_counter() - t
+    else:
+        maps, total = [], 0.0
+        for item in items:
+            outs = []
+            for x, truth in zip(item["noisy"].astype(np.float64), item["target"]):
+                out, s = apply(d, x, item["background"], param, truth)
+                outs.append(out)
+                total += s
+            maps.append(np.stack(outs))
+    return [reconstruct(m, item["angles"], iterations, threads=threads)
+            for m, item in zip(maps, items)], total
+
+
+def _volume_nmae(job) -> float:
+    """Mean 3D nMAE over one validation structure's elements (a picklable unit of a volume
+    method's fit)."""
+    name, items, p, iterations = job
+    vols, _ = _volumes(_method(name), items, p, iterations)
+    return float(np.mean([nmae(v, item["reference"]) for v, item in zip(vols, items)]))
 
 
 def _subset(n: int, k: int | None) -> list[int]:
@@ -152,22 +171,38 @@ def _subset(n: int, k: int | None) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
 
 
-def _fit(methods, data, dose: dict, n_maps: int, mapper, progress: bool) -> tuple[dict, dict]:
-    """Parameters of the fitted methods from validation maps; failures as messages."""
-    params, errors = {}, {}
+def _fit(methods, data, dose: dict, n_maps: int, n_structures: int, iterations: int, mapper,
+         progress: bool) -> tuple[dict, dict, int | None]:
+    """Parameters of the fitted methods: map methods from validation maps, volume methods from
+    validation structures (mean 3D nMAE, ``iterations`` EM iterations); failures as messages;
+    the number of validation structures used (None without a fitted volume method)."""
+    params, errors, structures = {}, {}, None
     fitted = [d for d in methods if d.mode == "fitted"]
     if not fitted:
-        return params, errors
-    val = EDXMaps(data, "val", **dose)
-    pairs = [val.raw(i) for i in _subset(len(val), n_maps)]
-    noisy = [p[0].astype(np.float64) for p in pairs]
-    truth = [p[1] for p in pairs]
+        return params, errors, None
+    if any(d.scope == "map" for d in fitted):
+        val = EDXMaps(data, "val", **dose)
+        pairs = [val.raw(i) for i in _subset(len(val), n_maps)]
+        noisy = [p[0].astype(np.float64) for p in pairs]
+        truth = [p[1] for p in pairs]
+    if any(d.scope == "volume" for d in fitted):
+        val_series = TiltSeries(data, "val", **dose)
+        groups = _group(val_series)
+        structures = [[val_series[k] for k in groups[i]]
+                      for i in _subset(len(groups), n_structures)]
     for d in tqdm(fitted, desc="fit on val", disable=not progress):
         try:
-            params[d.name] = d.fit(noisy, truth, pairs[0][3], mapper=mapper)
+            if d.scope == "volume":
+                def loss(p: float) -> float:
+                    jobs = [(d.name, items, p, iterations) for items in structures]
+                    return float(np.mean(list(mapper(_volume_nmae, jobs))))
+
+                params[d.name] = fit_parameter(loss, d.bounds)
+            else:
+                params[d.name] = d.fit(noisy, truth, pairs[0][3], mapper=mapper)
         except Exception as err:  # noqa: BLE001
             errors[d.name] = f"fit failed: {type(err).__name__}: {err}"
-    return params, errors
+    return params, errors, None if structures is None else len(structures)
 
 
 def benchmark(data, *, split: str = "test", methods=None, counts: float | None = None,
@@ -184,8 +219,9 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     split : str
         Split to score (``"test"``); fitted methods always fit on ``"val"``.
     methods : sequence of str, optional
-        Registered denoiser names or ``unet:PATH`` (default: all registered, but those that
-        read HAADF images when the data hold none).
+        Registered denoiser names or ``unet:PATH`` (default: all registered but the
+        reconstruction-domain ones, ``scope="volume"``, and those that read HAADF images when
+        the data hold none).
     counts, background : float, optional
         Draw the noise on the fly at this dose (background default 10 % of the counts), seeded
         by ``seed``; otherwise the stored noise level ``noise`` (default: the file's first).
@@ -199,7 +235,8 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     iterations : int
         EM iterations of the 3D benchmark (15 in the paper).
     fit_maps : int, optional
-        Validation maps for the fitted methods (default 30, 8 with ``quick``).
+        Validation maps for the fitted map methods (default 30, 8 with ``quick``); fitted
+        volume methods fit on 6 validation structures (2 with ``quick``).
     out : path-like, optional
         Folder for ``leaderboard.md``, ``leaderboard.json``, ``leaderboard_examples.npz``
         (the example outputs) and, with
@@ -212,8 +249,8 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     -------
     dict
         The leaderboard: ``rows`` (one per method: ``method``, ``status``, ``parameter``,
-        ``nmae2d_mean``/``_std``, ``nmae3d_mean``/``_std``, ``bias2d_mean``/``_std``,
-        ``bias3d_mean``/``_std`` (signed %, best at 0), ``seconds_per_map``, per-map ``nmae2d``
+        ``nmae2d_mean``/``_std`` (None for a volume method), ``nmae3d_mean``/``_std``,
+        ``bias2d_mean``/``_std``, ``bias3d_mean``/``_std`` (signed %, best at 0), ``seconds_per_map``, per-map ``nmae2d``
         and ``bias2d``, per-structure ``nmae3d`` and ``bias3d``) and the inputs.
     """
     dims = tuple(dims)
@@ -228,9 +265,11 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
     dose = {"noise": noise, "counts": counts, "background": background, "seed": seed,
             "version": version}
     maps = EDXMaps(data, split, **dose)
-    if methods is None and not all(db.has_haadf for db in maps.files):
-        # by default, the methods the data can feed: no HAADF model on data without images
-        chosen = tuple(d for d in chosen if not reads_haadf(d))
+    if methods is None:
+        # by default, the methods the data can feed (no HAADF model on data without images)
+        # and not the reconstruction-domain ones (minutes per structure: name them)
+        images = all(db.has_haadf for db in maps.files)
+        chosen = tuple(d for d in chosen if d.scope != "volume" and (images or not reads_haadf(d)))
         names = [d.name for d in chosen]
     series = TiltSeries(data, split, **dose)
     structures = _group(series)
@@ -243,8 +282,9 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
                         initargs=(maps, series, structures, 1 if workers > 1 else None))
     with executor as ex:
         mapper = ex.map
-        params, failed = _fit(chosen, data, dose, fit_maps or limits["fit_maps"], mapper,
-                              progress)
+        to_fit = [d for d in chosen if d.scope == "map" or "3d" in dims]
+        params, failed, fit_structures = _fit(to_fit, data, dose, fit_maps or limits["fit_maps"],
+                              FIT_STRUCTURES[quick], iterations, mapper, progress)
         run = tuple(d.name for d in chosen if d.name not in failed)
         tasks = ([_Task("2d", i, run, params, iterations, i == tasks_2d[0]) for i in tasks_2d]
                  + [_Task("3d", i, run, params, iterations, i == tasks_3d[0])
@@ -258,7 +298,8 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
                  package_version=__version__, counts=float(c), background=float(b),
                  noise=maps.noise if counts is None else "on the fly",
                  n_maps_2d=len(tasks_2d), n_structures_3d=len(tasks_3d),
-                 fit_maps=fit_maps or limits["fit_maps"])
+                 fit_maps=fit_maps or limits["fit_maps"],
+                 fit_structures=fit_structures)
     examples = {f"{t.dim}/{k}": v for t, r in zip(tasks, results) if t.keep
                 for k, v in r["kept"].items()}
     if out is not None:

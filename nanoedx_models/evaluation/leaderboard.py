@@ -22,7 +22,8 @@ def _stats(values) -> tuple[float | None, float | None]:
 
 
 def leaderboard(names, params, failed, tasks, results) -> dict:
-    """The rows of every method from the scored tasks, best 2D nMAE first, failed rows last.
+    """The rows of every method from the scored tasks, best 2D nMAE first, then the rows with
+    a 3D score only (volume methods, or a 3D-only run) by their 3D nMAE, failed rows last.
 
     Each row holds, per dimension, the nMAE (lower is better) and the signed bias of the total
     (best at 0; :data:`.metrics.MEASURES` says which): ``nmae2d_mean``/``_std``, per-map
@@ -50,8 +51,9 @@ def leaderboard(names, params, failed, tasks, results) -> dict:
         row |= {f"{m}{dim}": values if ok else [] for (m, dim), values in per.items()}
         rows.append(row)
     nmae = MEASURES["nmae"].key
-    key = lambda r: (r["status"] != "ok", nmae(r["nmae2d_mean"]) if r["nmae2d_mean"] is not None
-                     else r["nmae3d_mean"] or 0.0)
+    key = lambda r: (r["status"] != "ok", r["nmae2d_mean"] is None,
+                     nmae(r["nmae2d_mean"]) if r["nmae2d_mean"] is not None
+                     else nmae(r["nmae3d_mean"]) if r["nmae3d_mean"] is not None else 0.0)
     return {"rows": sorted(rows, key=key)}
 
 
@@ -61,15 +63,21 @@ def _fmt(mean, std, signed: bool = False) -> str:
     return f"{mean:+.1f} ± {std:.1f}" if signed else f"{mean:.1f} ± {std:.1f}"
 
 
+def _structures(n) -> str:
+    return "" if n is None else f" (volume methods: 3D nMAE of {n} validation structures)"
+
+
 def markdown(board: dict) -> str:
-    """The leaderboard as a Markdown table, best 2D nMAE first, failed rows last."""
+    """The leaderboard as a Markdown table in the order of :func:`leaderboard`; a score a
+    method does not have (a volume method's 2D) is "–"."""
     data = board["data"]
     head = (f"Data: {Path(data['source']).name} ({data['dataset_version']}), split "
             f"{board['split']}, {board['counts']:g} signal + {board['background']:g} background "
             f"counts per map ({board['noise']}), seed {board['seed']}"
             f"{', quick subset' if board['quick'] else ''}; {board['n_maps_2d']} maps (2D), "
             f"{board['n_structures_3d']} structures (3D, EM {board['iterations']} iterations); "
-            f"fitted methods on {board['fit_maps']} validation maps; nanoedx "
+            f"fitted methods on {board['fit_maps']} validation maps"
+            f"{_structures(board.get('fit_structures'))}; nanoedx "
             f"{board['package_version']}. nMAE in %, mean ± std; lower is better. Bias: the "
             "signed error of the total in % (output vs expected signal in 2D, reconstruction "
             "vs reference volume in 3D), mean ± std; best at 0.")
