@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--doses", default="100,1000,10000", help="signal counts of the dose sweep")
     ap.add_argument("--skip-main", action="store_true", help="only the dose sweep")
+    ap.add_argument("--skip-dose", action="store_true", help="only the main leaderboard")
     ap.add_argument("--out", type=Path, default=RESULTS)
     a = ap.parse_args()
     common = dict(workers=a.workers, quick=a.quick)
@@ -56,6 +57,10 @@ def main() -> None:
         t = time.perf_counter()
         benchmark(a.data, out=a.out, figures=True, **common)
         print(f"main leaderboard: {time.perf_counter() - t:.0f} s")
+    if a.skip_dose:
+        if not a.skip_main:
+            print((a.out / "leaderboard.md").read_text())
+        return
     boards = []
     for c in (float(x) for x in a.doses.split(",")):
         t = time.perf_counter()
