@@ -20,8 +20,8 @@ from nanoedx_dataset.lazy import exports
 
 # public name -> the module that defines it (imported when the name is first used)
 _PUBLIC = {
-    "EDXMaps": "data.datasets", "TiltSeries": "data.datasets", "normalize": "data.datasets",
-    "denormalize": "data.datasets", "evaluate_holdout": "evaluation.holdout",
+    "EDXMaps": "data.datasets", "TiltSeries": "data.datasets", "normalize": "data.scale",
+    "denormalize": "data.scale", "evaluate_holdout": "evaluation.holdout",
     "evaluate_methods": "evaluation.holdout", "benchmark": "evaluation.benchmark",
     "auto_denoise": "evaluation.auto",
     "nmae": "evaluation.metrics", "denoise": "denoisers.inference",

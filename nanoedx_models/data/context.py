@@ -12,7 +12,7 @@ as extra input channels beside the map (:data:`CONTEXTS`, in this order):
   either end of the series the one neighbour stands for both).
 
 Every channel is divided by its own mean per pixel (the map by its mean count ``k``, as a
-single-channel U-net's input; :func:`~nanoedx_models.data.datasets.normalize`), so that a
+single-channel U-net's input; :func:`~nanoedx_models.data.scale.normalize`), so that a
 network sees shapes, not doses; its output times ``k`` is the expected signal counts.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from nanoedx_dataset.errors import ConfigError
 
-from .datasets import MIN_SCALE, normalize
+from .scale import MIN_SCALE, normalize
 
 CONTEXTS = ("haadf", "elements", "tilts")
 WIDTH = {"haadf": 1, "elements": 1, "tilts": 2}

@@ -27,19 +27,11 @@ from nanoedx_dataset.store import schema
 from nanoedx_dataset.store.reader import Database, check_split
 from nanoedx_dataset.store.schema import present_elements
 
-MIN_SCALE = 1e-3  # counts per pixel; guards the normalization of an all-zero map
+from .context import channels, check_context
+from .scale import MIN_SCALE, denormalize, normalize
+
+__all__ = ["EDXMaps", "MIN_SCALE", "TiltSeries", "denormalize", "normalize"]
 OTHER_MAPS = 10**9  # item key offset of the maps drawn around an item's map (EDXMaps.series)
-
-
-def normalize(counts: np.ndarray) -> tuple[np.ndarray, float]:
-    """Divide a count map by its mean count per pixel; returns the map and the scale ``k``."""
-    k = max(float(np.mean(counts)), MIN_SCALE)
-    return np.asarray(counts, np.float32) / np.float32(k), k
-
-
-def denormalize(values, k: float):
-    """Expected counts from normalized values: ``values * k``."""
-    return values * k
 
 
 class _Base(Dataset):
@@ -188,8 +180,6 @@ class EDXMaps(_Base):
                  counts=None, background: float | None = None,
                  background_fraction: float | None = None, per_structure: bool = True,
                  seed: int = 0, context=(), version: str = "latest", cache_dir=None):
-        from .context import check_context
-
         super().__init__(source, split, noise, counts, background, background_fraction, seed,
                          version, cache_dir)
         self.context = check_context(context)
@@ -236,8 +226,6 @@ class EDXMaps(_Base):
             raw, signal, _, _ = self.raw(i)
             x, k = normalize(raw)
             return torch.from_numpy(x)[None], torch.from_numpy(signal / np.float32(k))[None]
-        from .context import channels
-
         fi, s, e, a = self.items[i]
         present = self._present(fi, s)
         noisy, signal, _, _ = self._maps(fi, s, list(present), slice(None), i)

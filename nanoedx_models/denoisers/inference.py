@@ -9,7 +9,7 @@ import torch
 from nanoedx_dataset.errors import ConfigError
 
 from ..data.counts import check_backgrounds, check_count_maps, series_backgrounds
-from ..data.datasets import normalize
+from ..data.scale import normalize
 from ..device import pick_device
 from .pretrained import load_pretrained
 from .registry import conserve

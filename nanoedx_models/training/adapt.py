@@ -44,7 +44,7 @@ from nanoedx_dataset.errors import ConfigError
 from nanoedx_dataset.store.lock import output_lock
 
 from ..data.counts import check_counts
-from ..data.datasets import MIN_SCALE, normalize
+from ..data.scale import MIN_SCALE, normalize
 from ..denoisers.modelfile import load_checkpoint, save_model
 from ..device import pick_device
 from .loop import _checkpoint_path, _save_checkpoint
