@@ -112,14 +112,14 @@ def _denoise_files(a) -> None:
     _check_formats(a.out, a.save_thinned)
     series = _read(a)
     _check_background(a, series)
-    net, _ = load_pretrained(a.model or "default")  # a bad model file: an error before work
+    net, info = load_pretrained(a.model or "default")  # a bad model file: an error before work
     if a.device != "cuda":
         batch = min(16, series.data.shape[1])
         pixels = series.data.shape[-1] * series.data.shape[-2]
         check_memory(pixels * batch * 30 * net.config.get("base", 16) + series.data.size * 16,
                      f"denoising {series.data.shape[1]} maps of {series.data.shape[-2]} x "
                      f"{series.data.shape[-1]} pixels", "crop or bin the maps first")
-    haadf = _haadf_for(a, series)
+    haadf = _haadf_for(a, series, tuple(info.get("context") or ()))
     out = denoise_series(series, model=a.model, device=a.device, background=a.background,
                          haadf=haadf)
     if not np.all(np.isfinite(out.data)):
@@ -139,13 +139,11 @@ def _context(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _haadf_for(a, series):
-    """The HAADF images a context model needs (--haadf), checked against the series; None for
-    a model without the haadf context."""
+def _haadf_for(a, series, context: tuple[str, ...]):
+    """The HAADF images a model with these ``context`` channels needs (--haadf), checked
+    against the series; None for a model without the haadf context."""
     from .data.tiltio import read_series
-    from .denoisers.inference import context_of
 
-    context = context_of(a.model or "default")
     if "haadf" not in context:
         if a.haadf:
             reads = ", ".join(context) or "the map alone"

@@ -17,7 +17,8 @@ from nanoedx_dataset.simulate.noise import downsample_counts
 
 from .data.counts import check_counts, series_backgrounds
 from .data.tiltio import Series
-from .denoisers.inference import context_of, denoise, denoise_context
+from .denoisers.inference import denoise, denoise_context
+from .denoisers.pretrained import load_pretrained
 from .denoisers.unet import UNet
 from .reconstruction.em import reconstruct
 
@@ -57,12 +58,18 @@ def denoise_series(series: Series, model=None, device: str = "auto",
     """
     check_counts(series.data)
     b = series_backgrounds(background, series.data.shape[:2])
-    if not isinstance(model, UNet) and context_of(model or "default"):
-        out = denoise_context(series.data, model, haadf, device=device, background=b)
+    if isinstance(model, UNet):
+        net, context = model, ()
+    else:  # loaded once for all elements; the model file names its context channels
+        net, info = load_pretrained(model or "default")
+        context = tuple(info.get("context") or ())
+    if context:
+        out = denoise_context(series.data, net, haadf, device=device, background=b,
+                              context=context)
     else:
         out = np.empty(series.data.shape, np.float32)
         for e in tqdm(range(len(series.elements)), desc="denoise", disable=not progress):
-            out[e] = denoise(series.data[e], model=model, device=device, background=b[e])
+            out[e] = denoise(series.data[e], model=net, device=device, background=b[e])
     meta = dict(series.metadata, denoised_with=str(model or "default"),
                 background_counts=b.tolist())
     return Series(out, series.elements, series.angles, meta, series.format)

@@ -121,9 +121,3 @@ def denoise_context(series, model, haadf=None, device: str = "auto", batch_size:
     for i, (e, a) in enumerate(todo):
         out[i] = conserve(out[i], x[e, a], b[e, a])
     return out if which is not None else out.reshape(x.shape)
-
-
-def context_of(model) -> tuple[str, ...]:
-    """The context channels a model (pretrained name or model file) reads; () for a single-map
-    U-net."""
-    return tuple(load_pretrained(model)[1].get("context") or ())
