@@ -22,7 +22,7 @@ import numpy as np
 
 from nanoedx_dataset.errors import ConfigError
 
-from .scale import MIN_SCALE, normalize
+from .scale import normalize
 
 CONTEXTS = ("haadf", "elements", "tilts")
 WIDTH = {"haadf": 1, "elements": 1, "tilts": 2}
@@ -41,10 +41,6 @@ def check_context(context) -> tuple[str, ...]:
 def n_channels(context) -> int:
     """Input channels of a U-net with this context (the map's included)."""
     return 1 + sum(WIDTH[c] for c in check_context(context))
-
-
-def _unit_mean(image: np.ndarray) -> np.ndarray:
-    return np.asarray(image, np.float32) / np.float32(max(float(np.mean(image)), MIN_SCALE))
 
 
 def neighbours(n_angles: int, angle: int) -> tuple[int, int]:
@@ -93,10 +89,10 @@ def channels(series: np.ndarray, element: int, angle: int, context,
         if haadf.shape != series.shape[1:]:
             raise ConfigError(f"HAADF images of shape {haadf.shape} for maps of shape "
                               f"{series.shape[1:]}: give one image per tilt, of the maps' size")
-        out.append(_unit_mean(haadf[angle]))
+        out.append(normalize(haadf[angle])[0])
     if "elements" in context:
         others = np.delete(series[:, angle], element, axis=0).sum(axis=0)
-        out.append(_unit_mean(others) if others.any() else np.zeros_like(x))
+        out.append(normalize(others)[0] if others.any() else np.zeros_like(x))
     if "tilts" in context:
-        out += [_unit_mean(series[element, a]) for a in neighbours(series.shape[1], angle)]
+        out += [normalize(series[element, a])[0] for a in neighbours(series.shape[1], angle)]
     return np.stack(out), k
