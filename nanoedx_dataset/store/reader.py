@@ -241,16 +241,19 @@ class Database:
 
         Raises :class:`ConfigError` for a file without HAADF images.
         """
-        if not self.has_haadf:
-            raise ConfigError(f"{self.path.name} holds no HAADF images; generate a database "
-                              "with them (`nanoedx generate ... --haadf`)")
+        self._require_haadf()
         return self.file[schema.HAADF][sample, angles]
 
     def haadf_params(self, sample: int) -> dict:
         """One sample's HAADF parameters (element symbols and Z, gamma, peak, support, blur,
         read noise)."""
-        self.haadf(sample, 0)  # the same error for a file without them
+        self._require_haadf()
         return json.loads(self.file[schema.HAADF_PARAMS].asstr()[sample])
+
+    def _require_haadf(self) -> None:
+        if not self.has_haadf:
+            raise ConfigError(f"{self.path.name} holds no HAADF images; generate a database "
+                              "with them (`nanoedx generate ... --haadf`)")
 
 
 def open_xarray(path: Path, noise: str | None = None):

@@ -230,7 +230,8 @@ class EDXMaps(_Base):
         present = self._present(fi, s)
         noisy, signal, _, _ = self._maps(fi, s, list(present), slice(None), i)
         pos = present.index(e)
-        x, k = channels(noisy, pos, a, self.context, self._haadf(fi, s))
+        image = self._haadf(fi, s) if "haadf" in self.context else None  # read when used
+        x, k = channels(noisy, pos, a, self.context, image)
         return torch.from_numpy(x), torch.from_numpy(signal[pos, a] / np.float32(k))[None]
 
 
