@@ -12,6 +12,8 @@ Each method is registered by name in :mod:`.registry` (see there for the modes).
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 from scipy import ndimage
 
@@ -81,15 +83,22 @@ BM3D_PROFILE = {"step_ht": 5, "step_wiener": 5, "search_window_ht": 21,
                 "search_window_wiener": 21, "num_threads": 1}
 
 
-def _bm3d(counts, sigma, background):
+def block_matching(module: str, what: str, profile: str, settings: dict):
+    """The block-matching library ``module`` (bm3d, bm4d) and its ``profile`` class set to
+    ``settings``; a missing library is a :class:`MissingExtraError` naming ``what`` needs it."""
     try:
-        import bm3d
+        lib = importlib.import_module(module)
     except ImportError as err:
-        raise MissingExtraError("BM3D needs the bm3d package (a dependency of nanoedx): "
-                                "pip install bm3d") from err
-    profile = bm3d.BM3DProfile()
-    for key, value in BM3D_PROFILE.items():
-        setattr(profile, key, value)
+        raise MissingExtraError(f"{what} needs the {module} package (a dependency of nanoedx): "
+                                f"pip install {module}") from err
+    configured = getattr(lib, profile)()
+    for key, value in settings.items():
+        setattr(configured, key, value)
+    return lib, configured
+
+
+def _bm3d(counts, sigma, background):
+    bm3d, profile = block_matching("bm3d", "BM3D", "BM3DProfile", BM3D_PROFILE)
     y = bm3d.bm3d(anscombe(counts), sigma_psd=sigma, profile=profile)
     return remove_background(inverse_anscombe(y), background)
 

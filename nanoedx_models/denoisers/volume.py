@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from nanoedx_dataset.errors import ConfigError, MissingExtraError
+from nanoedx_dataset.errors import ConfigError
 
 from ..reconstruction.em import reconstruct
-from .classical import remove_background
+from .classical import block_matching, remove_background
 from .registry import register
 
 # BM4D profile, measured on a 128^3 EM reconstruction of a standard-size structure (1 thread):
@@ -39,14 +39,7 @@ BM4D_SIGMA = (0.5, 50.0)  # noise level of the square-root volume (normalized to
 
 def _bm4d(volume: np.ndarray, sigma: float) -> np.ndarray:
     """BM4D (hard thresholding, :data:`BM4D_PROFILE`) of a float64 volume, noise std ``sigma``."""
-    try:
-        import bm4d
-    except ImportError as err:
-        raise MissingExtraError("em-bm4d-val needs the bm4d package (a dependency of nanoedx): "
-                                "pip install bm4d") from err
-    profile = bm4d.BM4DProfile()
-    for key, value in BM4D_PROFILE.items():
-        setattr(profile, key, value)
+    bm4d, profile = block_matching("bm4d", "em-bm4d-val", "BM4DProfile", BM4D_PROFILE)
     return bm4d.bm4d(volume, sigma, profile=profile,
                      stage_arg=bm4d.BM4DStages.HARD_THRESHOLDING)
 
