@@ -26,13 +26,14 @@ stream: a file with HAADF images holds exactly the EDX arrays of the same config
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ConfigError
 from ..store.schema import HAADF_DTYPE
+from . import blur
 
 # Elements of nanoparticles studied by EDX tomography: symbol and atomic number.
 ELEMENTS: tuple[tuple[str, int], ...] = (
@@ -114,11 +115,11 @@ def draw_params(options: HaadfOptions, rng: np.random.Generator, n_elements: int
     """One sample's HAADF parameters: element symbols and Z, gamma, peak, support, blur, read
     noise (the ``haadf_params`` JSON)."""
     picks = rng.choice(len(ELEMENTS), size=n_elements, replace=False)
-    lo, hi = np.log(options.peak)
+    lo, hi = (math.log(v) for v in options.peak)  # the C library's: the same on every CPU
     return {"elements": [ELEMENTS[i][0] for i in picks],
             "z": [int(ELEMENTS[i][1]) for i in picks],
             "gamma": float(options.gamma),
-            "peak": float(np.exp(rng.uniform(lo, hi))),
+            "peak": math.exp(rng.uniform(lo, hi)),
             "support": float(rng.uniform(*options.support)),
             "blur": float(rng.uniform(*options.blur)),
             "read_noise": float(rng.uniform(*options.read_noise))}
@@ -144,13 +145,14 @@ def expected_image(projection: np.ndarray, angles, params: dict) -> np.ndarray:
     z = np.asarray(params["z"], np.float64)[: p.shape[0]]
     if z.size != p.shape[0]:
         raise ConfigError(f"haadf params name {z.size} elements for {p.shape[0]} projections")
-    m = np.tensordot(z ** params["gamma"], p, axes=(0, 0))
+    weight = np.array([math.pow(v, params["gamma"]) for v in z.tolist()])  # as `peak`
+    m = np.tensordot(weight, p, axes=(0, 0))
     top = float(m.max(initial=0.0))
     top = top if top > 0 else 1.0
     film = params["support"] * top / np.cos(np.deg2rad(np.asarray(angles, np.float64)))
     lam = (m + film[:, None, None]) * (params["peak"] / top)
     if params["blur"] > 0:
-        lam = ndimage.gaussian_filter(lam, (0, params["blur"], params["blur"]), mode="reflect")
+        lam = blur.gaussian(lam, (0, params["blur"], params["blur"]), mode="reflect")
     return lam
 
 

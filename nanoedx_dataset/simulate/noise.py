@@ -27,10 +27,10 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import ConfigError
 from ..store.schema import COUNT_DTYPE, noise_tag
+from . import blur
 
 __all__ = ["COUNT_DTYPE", "NoiseModel", "add_noise", "blur_maps", "check_dose",
            "downsample_counts", "expected_signal", "mass_background", "noise_tag"]
@@ -198,7 +198,7 @@ def blur_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return m
     lead = (0.0,) * (m.ndim - 2)
-    return ndimage.gaussian_filter(m, (*lead, sigma, sigma), mode="reflect", truncate=4.0)
+    return blur.gaussian(m, (*lead, sigma, sigma), mode="reflect", truncate=4.0)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from scipy.spatial.transform import Rotation
 
 from ..errors import ConfigError
 from ..store.schema import ELEMENTS, SCENE, VOLUME_SCALE
-from . import shapes
+from . import blur, shapes
 from .specs import (_KIND_CYCLE, DRAWN_FAMILIES, FIELD_RADIUS, ParticleSpec, draw_shape,
                     rounded, world_hull)
 from .voxelizers import voxelize
@@ -202,7 +202,7 @@ def smooth_field(seed: int, length: float, axes) -> np.ndarray:
     """
     n = int(np.clip(np.ceil(2.0 / length), 8, MAX_LATTICE))
     lattice = np.random.default_rng(seed).standard_normal((n, n, n))
-    lattice = ndimage.gaussian_filter(lattice, length * n, mode="wrap")
+    lattice = blur.gaussian(lattice, length * n, mode="wrap")
     lattice /= lattice.std()
     coeff = ndimage.spline_filter(lattice, order=3, mode="grid-wrap")
     wz, wy, wx = (_bspline_weights(np.asarray(c, np.float64) * n, n) for c in axes)
@@ -404,11 +404,13 @@ def draw_scene(seed: int, index: int, options: SceneOptions | None = None) -> Sc
     opt = (options or SceneOptions()).validate()
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4, index)))
     n = int(rng.integers(opt.particles[0], opt.particles[1] + 1))
-    lo, hi = np.log(opt.extent[0]), np.log(opt.extent[1])
+    # log-uniform extents, with the C library's log and exp (numpy's differ in their last bits
+    # between CPUs with and without AVX-512)
+    lo, hi = math.log(opt.extent[0]), math.log(opt.extent[1])
     if rng.random() < opt.similar:
-        extents = np.exp(rng.uniform(lo, hi)) * rng.uniform(*SIMILAR, n)
+        extents = math.exp(rng.uniform(lo, hi)) * rng.uniform(*SIMILAR, n)
     else:
-        extents = np.exp(rng.uniform(lo, hi, n))
+        extents = np.array([math.exp(v) for v in rng.uniform(lo, hi, n).tolist()])
     extents = np.sort(np.clip(extents, *opt.extent))[::-1]
     placed: list[_Placed] = []
     entries: list[dict] = []

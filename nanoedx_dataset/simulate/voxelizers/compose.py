@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from ...store.schema import ELEMENTS
+from .. import blur
 from ..specs import ParticleSpec
 
 
@@ -39,7 +39,7 @@ def compose(spec: ParticleSpec, size: int, part: Callable[[str], np.ndarray]) ->
         core = part("core")
         sigma = spec.inner["blur"] * size
         if sigma > 0:
-            core = ndimage.gaussian_filter(core, sigma, mode="constant", truncate=3.0)
+            core = blur.gaussian(core, sigma, mode="constant", truncate=3.0)
         core = np.minimum(core, total)
         out[0] = total - core
         out[1] = core
