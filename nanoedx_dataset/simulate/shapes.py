@@ -20,6 +20,7 @@ prolate (Au) bipyramid and the {111}-bounded Ino decahedron for the oblate one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -93,6 +94,8 @@ class Polytope(Body):
     _core: tuple = field(init=False, repr=False, default=())
     _gram: np.ndarray = field(init=False, repr=False, default=None)
     _ab2: np.ndarray = field(init=False, repr=False, default=None)
+    _edges_a: np.ndarray = field(init=False, repr=False, default=None)  # (3, E) edge starts
+    _edges_ab: np.ndarray = field(init=False, repr=False, default=None)  # (3, E) edge vectors
 
     def __post_init__(self) -> None:
         n = np.asarray(self.normals, dtype=float)
@@ -112,10 +115,11 @@ class Polytope(Body):
         self._core = (shrunk, verts, a, ab, adjacent)
         self._gram = self.normals @ self.normals.T
         self._ab2 = (ab**2).sum(-1)
+        self._edges_a, self._edges_ab = np.ascontiguousarray(a.T), np.ascontiguousarray(ab.T)
 
     def sdf(self, q: np.ndarray, band: float = np.inf) -> np.ndarray:
-        shrunk = self._core[0]
-        plane = q @ self.normals.T - shrunk  # (M, F)
+        plane = q @ self.normals.T  # (M, F)
+        plane -= self._core[0]
         m = plane.max(axis=1)
         dist = m.copy()  # exact inside the shrunk polytope (distance to nearest face)
         if self.rounding > 0:
@@ -126,21 +130,31 @@ class Polytope(Body):
 
     def _outside_distance(self, q: np.ndarray, plane: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Exact distance to the shrunk polytope of points outside it."""
-        _, _, a, ab, adjacent = self._core
-        i = plane.argmax(axis=1)
+        adjacent, a, ab = self._core[4], self._edges_a, self._edges_ab
         # The nearest point is on face i iff q's projection onto that plane stays inside.
-        proj = plane - m[:, None] * self._gram[i]
+        proj = self._gram.take(plane.argmax(axis=1), axis=0)
+        proj *= m[:, None]
+        np.subtract(plane, proj, out=proj)
         on_face = proj.max(axis=1) <= 1e-9
         dist = m.copy()
         rest = np.flatnonzero(~on_face)
         if rest.size:
             # Otherwise it is on an edge (or a corner, an edge's end) of a face the point is
-            # outside of: only those edges are candidates.
+            # outside of: only those edges are candidates, each point's in a run of pairs.
             cand = (plane[rest] > 0).astype(np.float32) @ adjacent > 0  # (K, E)
             k, e = np.nonzero(cand)
-            qq = q[rest][k] - a[e]
-            t = np.clip((qq * ab[e]).sum(-1) / self._ab2[e], 0.0, 1.0)
-            d2 = ((qq - t[:, None] * ab[e]) ** 2).sum(-1)
+            # per coordinate, in the order of a sum over the last axis ((x + y) + z)
+            qq = [q[rest, c].take(k) - a[c].take(e) for c in range(3)]
+            abe = [ab[c].take(e) for c in range(3)]
+            dot = qq[0] * abe[0]
+            dot += qq[1] * abe[1]
+            dot += qq[2] * abe[2]
+            t = np.clip(dot / self._ab2.take(e), 0.0, 1.0)
+            d2 = None
+            for c in range(3):
+                d = qq[c] - t * abe[c]
+                d *= d
+                d2 = d if d2 is None else np.add(d2, d, out=d2)
             starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
             dist[rest] = np.sqrt(np.minimum.reduceat(d2, starts))
         return dist
@@ -393,7 +407,7 @@ def _oblate_bipyramid(p: dict) -> Body:
 )
 def _prolate_bipyramid(p: dict) -> Body:
     # Au bipyramid: a long pentagonal bipyramid, full tip angle ~30 deg, tips optionally flat.
-    radius = 0.5 * np.tan(np.deg2rad(p["tip_angle"]) / 2)
+    radius = 0.5 * math.tan(math.radians(p["tip_angle"]) / 2)  # the C library's tan
     n, d = _bipyramid(radius, 0.5)
     tips = np.array([[0, 0, 1.0], [0, 0, -1.0]])
     n = np.vstack([n, tips])

@@ -1,11 +1,13 @@
 """The ``analytic`` voxelization backend: exact signed distances, no mesh library.
 
-It evaluates the spec's exact signed distances coarse-to-fine: blocks of 4^3 voxels whose centre lies farther from the surface than
-the block's half-diagonal are filled (or left empty) at once; the remaining voxels are classified
-by their centre distance, and the voxels the surface passes through get their partial volume
-from the distance and the surface normal (the exact fraction of a unit cube below a plane).
-That fraction is exact wherever the surface is flat at the scale of a voxel, and close to it
-on curved surfaces and rounded edges; only voxels cut by a sharp edge or corner are approximate.
+It evaluates the spec's exact signed distances coarse-to-fine: cubes of 16^3 voxels whose centre
+lies farther from the surface than the reach of their voxels (the half-diagonal spanned by their
+voxels' centres, plus a voxel's) are filled (or left empty) at once, then likewise the 4^3 and
+2^3 cubes of the remaining ones; the remaining voxels are classified by their centre distance,
+and the voxels the surface passes through get their partial volume from the distance and the
+surface normal (the exact fraction of a unit cube below a plane). That fraction is exact
+wherever the surface is flat at the scale of a voxel, and close to it on curved surfaces and
+rounded edges; only voxels cut by a sharp edge or corner are approximate.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 from ..specs import SDF, ParticleSpec
 from .compose import compose
 
-BLOCK = 4
+# cell sizes (voxels) of the coarse-to-fine passes: cells far from the surface are decided whole
+LEVELS = (16, 4, 2)
 _HALF_DIAG = 3**0.5 / 2
 _CHUNK = 1 << 17
 
@@ -86,18 +89,28 @@ def occupancy(sdf: SDF, size: int) -> np.ndarray:
     -------
     ndarray, shape (size, size, size), float32
     """
-    nb = -(-size // BLOCK)
-    out = np.zeros((nb * BLOCK,) * 3, dtype=np.float32)
-    blocks = np.stack(np.meshgrid(*[np.arange(nb)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    centre = _evaluate(sdf, _grid(blocks * BLOCK + (BLOCK - 1) / 2, size)) * size
-    reach = _HALF_DIAG * BLOCK
-    by_block = out.reshape(nb, BLOCK, nb, BLOCK, nb, BLOCK).transpose(0, 2, 4, 1, 3, 5)
-    by_block[(centre < -reach).reshape(nb, nb, nb)] = 1.0
-    todo = blocks[np.abs(centre) <= reach]
-    if len(todo):
-        offs = np.stack(np.meshgrid(*[np.arange(BLOCK)] * 3, indexing="ij"), -1).reshape(-1, 3)
-        idx = (todo[:, None, :] * BLOCK + offs[None]).reshape(-1, 3)
-        idx = idx[(idx < size).all(1)]
+    top = LEVELS[0]
+    padded = -(-size // top) * top
+    out = np.zeros((padded,) * 3, dtype=np.float32)
+    r = np.arange(0, padded, top)
+    corners = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    for cell, finer in zip(LEVELS, LEVELS[1:] + (1,)):
+        # a cell whose centre lies farther from the surface than `reach` holds no voxel the
+        # surface passes through (its voxels' centres are within (cell - 1) * _HALF_DIAG of
+        # it, a partial voxel's within _HALF_DIAG): it is filled or left empty whole, as its
+        # voxels' own distances would decide them
+        d = _evaluate(sdf, _grid(corners + (cell - 1) / 2, size)) * size
+        reach = _HALF_DIAG * cell + 1e-6
+        inside = corners[d < -reach] // cell
+        m = padded // cell
+        cells = out.reshape(m, cell, m, cell, m, cell).transpose(0, 2, 4, 1, 3, 5)
+        cells[inside[:, 0], inside[:, 1], inside[:, 2]] = 1.0
+        near = corners[np.abs(d) <= reach]
+        r = np.arange(0, cell, finer)
+        offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+        corners = (near[:, None, :] + offsets[None]).reshape(-1, 3)
+    idx = corners[(corners < size).all(1)]
+    if len(idx):
         dist = _evaluate(sdf, _grid(idx, size)) * size
         frac = (dist < 0).astype(np.float32)
         edge = np.abs(dist) <= _HALF_DIAG
