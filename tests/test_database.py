@@ -313,3 +313,28 @@ def test_dataset_card_holds_the_schema_table():
 
     card = (Path(__file__).parents[1] / "DATASET_CARD.md").read_text()
     assert schema.field_table() in card
+
+
+@pytest.mark.parametrize("haadf", [False, True])
+def test_workers_compress_and_the_file_is_the_one_hdf5_would_write(tmp_path, monkeypatch,
+                                                                    haadf):
+    # samples reach the writer as compressed chunks (compressed in the worker); the file is
+    # byte for byte the one written through HDF5's own filters
+    from nanoedx_dataset.simulate.haadf import HaadfOptions
+    from nanoedx_dataset.store import files, writer
+
+    kw = {**TINY, "n": 12, "haadf": HaadfOptions() if haadf else None}
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1795737600")  # the same creation time
+    assert writer.precompressed()
+    direct = generate(tmp_path / "direct.h5", None, progress=False, **kw)
+    monkeypatch.setattr(writer, "precompressed", lambda: False)
+    through = generate(tmp_path / "hdf5.h5", None, progress=False, **kw)
+    assert files.sha256(direct) == files.sha256(through)
+
+
+@pytest.mark.parametrize("dtype", ["u1", "u2", "f4"])
+def test_a_compressed_chunk_decodes_to_its_array(dtype):
+    from nanoedx_dataset.store import writer
+
+    x = (np.random.default_rng(0).random((3, 5, 7)) * 200).astype(dtype)
+    np.testing.assert_array_equal(writer.decode_chunk(writer.encode_chunk(x), dtype, x.shape), x)

@@ -94,7 +94,7 @@ def test_cluster_gives_the_same_arrays_and_renoises_shard_by_shard(tmp_path, cli
 
 def _arm_kill(marker: str, index: int) -> None:
     """In a worker: exit the process, once, right after writing sample ``index``."""
-    real = single.write
+    real = single.write_encoded
 
     def write_then_die(f, counts_ds, s, first=0):
         real(f, counts_ds, s, first)
@@ -102,7 +102,7 @@ def _arm_kill(marker: str, index: int) -> None:
             open(marker, "w").close()
             os._exit(1)
 
-    single.write = write_then_die
+    single.write_encoded = write_then_die
 
 
 def test_killed_worker_leaves_no_finished_shard_and_rerun_redoes_only_the_missing(

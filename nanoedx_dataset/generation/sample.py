@@ -121,6 +121,35 @@ def write(f: h5py.File, counts_ds: h5py.Dataset, s: Sample, first: int = 0) -> N
                         s.noisy, s.haadf)
 
 
+@dataclass
+class Encoded:
+    """A sample as a worker hands it to the writer: its catalogue row, its digest and its
+    chunks compressed as the file stores them (:func:`.writer.encode_sample`), or the sample
+    itself where this HDF5 compresses differently (:func:`.writer.precompressed`)."""
+
+    index: int
+    digest: str
+    catalogue: dict
+    chunks: dict | None
+    sample: Sample | None = None
+
+
+def encode(s: Sample) -> Encoded:
+    """What :func:`write_encoded` writes of ``s``: the file :func:`write` would write."""
+    if not writer.precompressed():
+        return Encoded(s.index, digest(s), catalogue(s), None, s)
+    return Encoded(s.index, digest(s), catalogue(s),
+                   writer.encode_sample(s.volume, s.projection, s.noisy, s.haadf))
+
+
+def write_encoded(f: h5py.File, counts_ds: h5py.Dataset, e: Encoded, first: int = 0) -> None:
+    """:func:`write` of an encoded sample (the parent only writes bytes)."""
+    if e.chunks is None:
+        write(f, counts_ds, e.sample, first)
+    else:
+        writer.write_chunks(f, counts_ds, e.index - first, e.catalogue, e.chunks)
+
+
 def digest(s: Sample) -> str:
     """SHA-256 of a sample as :func:`write` writes it (see :func:`.writer.sample_digest`)."""
     return writer.sample_digest(catalogue(s), s.volume, s.projection, s.noisy, s.haadf)

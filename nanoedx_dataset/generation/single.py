@@ -35,8 +35,8 @@ from ..store.lock import output_lock
 from ..store.schema import ELEMENTS, noise_tag
 from .config import GenerationConfig, preset
 from .executor import Executor
-from .sample import (digest, make_sample, noise_rng, noise_seed, sample_from_occupancy, splits,
-                     stored, write)
+from .sample import (digest, encode, make_sample, noise_rng, noise_seed, sample_from_occupancy,
+                     splits, stored, write, write_encoded)
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,11 @@ def _rescue(partial: Path, cfg: GenerationConfig, start: int, stop: int,
     return set(kept)
 
 
+def _encoded(cfg: GenerationConfig, index: int, *mesh_dir):
+    """Sample ``index`` computed and compressed (in a worker: the writer only writes bytes)."""
+    return encode(make_sample(cfg, index, *mesh_dir))
+
+
 def build(partial: Path, cfg: GenerationConfig, start: int, stop: int, attrs: dict, *,
           workers: int = 1, resume: bool = False, progress: bool = True,
           desc: str = "generate", mesh_dir=None, journal: bool = True) -> None:
@@ -247,12 +252,12 @@ def build(partial: Path, cfg: GenerationConfig, start: int, stop: int, attrs: di
         bar = tqdm(total=stop - start, initial=stop - start - len(todo), desc=desc,
                    unit="sample", disable=not progress)
         extra = [[mesh_dir] * len(todo)] if mesh_dir is not None else []
-        for s in ex.map(make_sample, [cfg] * len(todo), todo, *extra):
-            write(f, counts_ds, s, first=start)
+        for s in ex.map(_encoded, [cfg] * len(todo), todo, *extra):
+            write_encoded(f, counts_ds, s, first=start)
             if journal:  # the digest is recorded only once the sample is durable
                 writer.sync(f)
                 files.append_record(files.journal_path(partial),
-                                    {"sample": s.index, "sha256": digest(s)})
+                                    {"sample": s.index, "sha256": s.digest})
             bar.update()
         bar.close()
         writer.mark_complete(f)

@@ -6,12 +6,19 @@ HDF5 writes a file's data and its metadata in no set order, so the ``written`` f
 says nothing after a kill. :func:`sample_digest` hashes exactly what :func:`write_sample`
 writes; a resumable run records that digest once the sample is durable (:func:`sync`) and keeps
 a sample only if it reads back to it.
+
+A compressed variable is stored with HDF5's shuffle and deflate filters (:data:`GZIP_LEVEL`).
+:func:`encode_sample` compresses a sample's chunks the same way outside HDF5 (in a worker
+process), and :func:`write_chunks` writes those bytes as they are: the file is byte for byte
+the one :func:`write_sample` writes, which :func:`precompressed` checks against this HDF5.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import zlib
+from functools import lru_cache
 from pathlib import Path
 
 import h5netcdf
@@ -21,11 +28,18 @@ import numpy as np
 from . import schema
 from .schema import NOISY, NOISY_ATTRS, NOISY_FIELD, Field
 
+GZIP_LEVEL = 4  # deflate level of the compressed variables (after HDF5's shuffle filter)
+
+
+def _filters() -> dict:
+    """h5py's keywords for the filters of a compressed variable."""
+    return {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": True}
+
 
 def _create_variable(group, f: Field, sizes: dict[str, int]):
     kw = {"chunks": schema.chunks(f, sizes)}
     if f.compress:
-        kw.update(compression="gzip", compression_opts=4, shuffle=True)
+        kw.update(_filters())
     var = group.create_variable(f.name, f.dims, dtype=f.dtype, **kw)
     var.attrs["description"] = f.description
     if f.units:
@@ -106,10 +120,92 @@ def write_sample(f: h5py.File, counts_ds: h5py.Dataset, index: int, catalogue: d
     counts_ds[index] = noisy
     if haadf is not None:
         f[schema.HAADF][index] = haadf
+    _write_row(f, index, catalogue)
+
+
+def _write_row(f: h5py.File, index: int, catalogue: dict, before_flush=None) -> None:
+    """A sample's catalogue row and its ``written`` flag, after its arrays; then a flush."""
     for name, value in catalogue.items():
         f[name][index] = value
     f[schema.WRITTEN][index] = 1
+    if before_flush is not None:
+        before_flush()
     f.flush()
+
+
+def encode_chunk(chunk: np.ndarray) -> bytes:
+    """One chunk as HDF5's shuffle and deflate filters store it (bytes grouped by their place
+    in each element, then zlib at :data:`GZIP_LEVEL`)."""
+    a = np.ascontiguousarray(chunk)
+    raw = a.view(np.uint8).reshape(-1, a.itemsize).T.tobytes() if a.itemsize > 1 else a.tobytes()
+    return zlib.compress(raw, GZIP_LEVEL)
+
+
+def decode_chunk(data: bytes, dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """The array of a chunk :func:`encode_chunk` compressed."""
+    dtype = np.dtype(dtype)
+    raw = np.frombuffer(zlib.decompress(data), np.uint8)
+    if dtype.itemsize > 1:
+        raw = np.ascontiguousarray(raw.reshape(dtype.itemsize, -1).T)
+    return raw.view(dtype).reshape(shape)
+
+
+@lru_cache(maxsize=1)
+def precompressed() -> bool:
+    """Whether :func:`encode_chunk` gives this HDF5's filter output byte for byte (checked once
+    per process on smooth and on incompressible data); if not, samples are written as arrays."""
+    rng = np.random.default_rng(0)
+    tests = [np.linspace(0, 3, 4096, dtype=np.float32).reshape(4, 32, 32),
+             rng.integers(0, 65535, (4, 32, 32), dtype=np.uint16),
+             rng.integers(0, 3, (16, 16, 16), dtype=np.uint8)]
+    with h5py.File("precompressed.h5", "w", driver="core", backing_store=False) as f:
+        for k, t in enumerate(tests):
+            ds = f.create_dataset(str(k), data=t, chunks=t.shape, **_filters())
+            mask, stored = ds.id.read_direct_chunk((0,) * t.ndim)
+            if mask != 0 or stored != encode_chunk(t):
+                return False
+    return True
+
+
+def encode_sample(volume: np.ndarray, projection: np.ndarray, noisy: np.ndarray,
+                  haadf: np.ndarray | None = None) -> dict[str, list[bytes]]:
+    """A sample's compressed chunks by variable (one per element, one HAADF chunk), for
+    :func:`write_chunks`."""
+    out = {schema.VOLUME: [encode_chunk(v) for v in volume],
+           schema.PROJECTION: [encode_chunk(p) for p in projection],
+           NOISY_FIELD.name: [encode_chunk(c) for c in noisy]}
+    if haadf is not None:
+        out[schema.HAADF] = [encode_chunk(haadf)]
+    return out
+
+
+def write_chunks(f: h5py.File, counts_ds: h5py.Dataset, index: int, catalogue: dict,
+                 chunks: dict[str, list[bytes]]) -> None:
+    """:func:`write_sample` of a sample compressed by :func:`encode_sample`: the same file.
+
+    HDF5 places a chunk when it leaves the chunk cache: :func:`write_sample`'s root variables
+    at once (each is opened for one write), the counts (an open dataset) at the closing
+    flush, after the catalogue row; a variable's chunk index when its first chunk is written.
+    The chunks are written in that order.
+    """
+    for name in (schema.VOLUME, schema.PROJECTION):
+        _direct(f[name], index, chunks[name])
+    counts = chunks[NOISY_FIELD.name]
+    first = counts_ds.id.get_num_chunks() == 0
+    if first:  # the file's first counts: HDF5 makes their index now, so they go through it
+        counts_ds[index] = np.stack([decode_chunk(c, counts_ds.dtype, counts_ds.chunks[2:])
+                                     for c in counts])
+    if schema.HAADF in chunks:
+        _direct(f[schema.HAADF], index, chunks[schema.HAADF])
+    _write_row(f, index, catalogue, None if first else lambda: _direct(counts_ds, index, counts))
+
+
+def _direct(ds: h5py.Dataset, index: int, parts: list[bytes]) -> None:
+    """Write sample ``index``'s compressed chunks: one per element (``(sample, element, ...)``
+    variables) or one (the HAADF images, ``(sample, angle, row, col)``)."""
+    for e, data in enumerate(parts):
+        at = (index, e) + (0,) * (ds.ndim - 2) if ds.ndim == 5 else (index,) + (0,) * (ds.ndim - 1)
+        ds.id.write_direct_chunk(at, data)
 
 
 def sample_digest(catalogue: dict, volume: np.ndarray, projection: np.ndarray,
