@@ -75,3 +75,13 @@ def test_torch_path_matches_scipy(phantom, method):
     rec = reconstruct(proj[0], DEFAULT_ANGLES, method=method, device="cpu")
     assert rec.dtype == np.float32 and rec.shape == ref.shape
     np.testing.assert_allclose(rec, ref, rtol=1e-3, atol=1e-4 * ref.max())
+
+
+def test_em_gives_the_same_volume_in_any_number_of_threads_and_blocks(monkeypatch):
+    from nanoedx_models.reconstruction import em
+
+    series = np.random.default_rng(3).poisson(2.0, (5, 70, 24)).astype(float)
+    angles = [-60, -30, 0, 30, 60]
+    one = reconstruct(series, angles, 4, threads=1)
+    monkeypatch.setattr(em, "BLOCK_SLICES", 16)  # 5 blocks of 14 slices on 3 threads
+    np.testing.assert_array_equal(reconstruct(series, angles, 4, threads=3), one)

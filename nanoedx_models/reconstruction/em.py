@@ -21,6 +21,10 @@ from nanoedx_dataset.simulate.project import check_angles, system_matrix
 METHODS = ("em", "sirt")
 # non-zeros per voxel and angle of the strip projector's matrix (about 2; measured <= 2.9)
 NNZ_PER_VOXEL = 3
+# y-slices per block of the SciPy path: each sparse product streams the matrix once per block,
+# and a narrower block keeps the slices it updates in the cache (at 256^3, 64 slices are
+# about 20 % faster than 128; the result does not depend on it)
+BLOCK_SLICES = 64
 
 
 def available_memory() -> int | None:
@@ -157,12 +161,14 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         dev = pick_device(device)
         x = _iterate(*(_to_torch(a, dev) for a in (*ops, data, x)), iterations, method,
                      bar.update).cpu().numpy()
-    else:  # the y-slices are independent problems: a thread each for a block of them
-        blocks = np.array_split(np.arange(n_y), max(1, min(threads or _threads(), n_y)))
-        with ThreadPoolExecutor(len(blocks)) as pool:
+    else:  # the y-slices are independent problems: threads take blocks of them in turn
+        workers = max(1, min(threads or _threads(), n_y))
+        blocks = np.array_split(np.arange(n_y), max(workers, -(-n_y // BLOCK_SLICES)))
+        share = 1.0 / len(blocks)  # of an iteration, on the bar
+        with ThreadPoolExecutor(workers) as pool:
             done = pool.map(lambda k: _iterate(*ops, np.ascontiguousarray(data[:, k]),
                                                np.ascontiguousarray(x[:, k]), iterations,
-                                               method, bar.update if k is blocks[0] else None),
+                                               method, lambda _: bar.update(share)),
                             blocks)
             x = np.concatenate(list(done), axis=1)
     bar.close()
