@@ -1,6 +1,8 @@
 """Train the pretrained models that ship with nanoedx and register them (pretrained.json).
 
     python benchmarks/train_pretrained.py --data nanoedx-standard-0.1.2.h5 --model unet-small
+    python benchmarks/train_pretrained.py --data nanoedx-standard-0.2.0.h5 --model unet-joint \
+        --stage --lr 3e-4 --epochs 8   # a further stage from the registered weights
 
 Each model's recipe is below; the weights are stored as float16 in nanoedx_models/denoisers/weights/ and
 their SHA-256 written to nanoedx_models/denoisers/pretrained.json. Training on 2 CPU cores is far shorter
@@ -59,17 +61,30 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--epochs", type=int, help="train this many epochs (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--stage", action="store_true",
+                    help="a further training stage: start from the model's registered weights "
+                         "(its map-steps and schedule carry on in the metadata)")
+    ap.add_argument("--lr", type=float, help="learning rate (default: the recipe's, 1e-3)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     recipe = dict(RECIPES[args.model])
     about = recipe.pop("about")
     if args.epochs:
         recipe["epochs"] = args.epochs
+    if args.lr:
+        recipe["lr"] = args.lr
+    if args.stage:
+        prior = json.loads((ROOT / "pretrained.json").read_text())[args.model]
+        recipe["init"] = args.model
+        about = (f"{prior['recipe']}; then a further stage at learning rate "
+                 f"{recipe.get('lr', 1e-3):g}")
     work = ROOT / "weights" / f"{args.model}.train.pt"  # git-ignored working copy
     t0 = time.time()
     train(args.data if len(args.data) > 1 else args.data[0], work, seed=0, resume=args.resume,
           **recipe)
     seconds = time.time() - t0
+    if args.stage:  # the model's training time over all its stages
+        seconds += prior.get("train_seconds") or 0
     model, meta = load_model(work)
     meta.update({"recipe": about, "train_seconds": round(seconds), "name": args.model})
     final = ROOT / "weights" / f"{args.model}.pt"

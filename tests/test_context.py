@@ -113,6 +113,14 @@ def test_a_context_model_started_from_a_single_map_model_answers_as_it(haadf_db,
     np.testing.assert_allclose(denoise_context(x, str(out))[0], denoise(x[0], model=base),
                                rtol=1e-4, atol=1e-6)
     assert meta["history"][-1]["map_steps"] > 0 and "Adam" in meta["schedule"]
+    # a further stage from this model counts its map-steps on from the first stage's
+    first = meta["history"][-1]["map_steps"]
+    more = train(haadf_db, tmp_path / "stage2.pt", preset="tiny", epochs=2, counts=1000.0,
+                 context=("tilts",), init=str(out), lr=1e-4, progress=False)
+    meta2 = load_model(more)[1]
+    assert [h["map_steps"] for h in meta2["history"]] == [first * 2, first * 3]
+    assert meta2["prior_map_steps"] == first
+    assert meta2["schedule"].startswith(meta["schedule"]) and "rate 0.0001" in meta2["schedule"]
 
 
 def test_denoise_context_conserves_counts_and_picks_maps(context_model, haadf_db):

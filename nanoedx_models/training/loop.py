@@ -130,6 +130,8 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
             "context": list(context),
             "schedule": f"Adam, constant learning rate {lr:g}, batch {batch_size}; "
                         f"{maps_per_epoch or len(train_ds)} maps per epoch"}
+    if init is not None:
+        meta.update(_continued(init, meta["schedule"]))
     with output_lock(out) if world.main else nullcontext():  # rank 0 writes the files
         dev = distributed.setup(world, dev)
         try:
@@ -162,10 +164,11 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
     net = distributed.wrap(model, world, dev)
     val_loader = DataLoader(val_ds, batch_size=batch_size, num_workers=workers)
     loss_fn = torch.nn.L1Loss()
+    drawn = meta.get("prior_epochs", 0)  # a further stage draws new noise and map orders
     for epoch in range(start, epochs):
-        train_ds.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        crop_gen = torch.Generator().manual_seed(seed * 100_003 + epoch + 50_021)
+        train_ds.set_epoch(drawn + epoch)
+        gen = torch.Generator().manual_seed(seed * 100_003 + drawn + epoch)
+        crop_gen = torch.Generator().manual_seed(seed * 100_003 + drawn + epoch + 50_021)
         sampler = RandomSampler(train_ds, num_samples=maps_per_epoch or len(train_ds),
                                 generator=gen)
         if world.parallel:  # this process's share of the same global batches
@@ -190,7 +193,8 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
             continue
         val = _evaluate(model, val_loader, dev)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(running)), "val_nmae": val,
-                        "map_steps": (epoch + 1) * (maps_per_epoch or len(train_ds))})
+                        "map_steps": meta.get("prior_map_steps", 0)
+                        + (epoch + 1) * (maps_per_epoch or len(train_ds))})
         log.info("epoch %d: loss %.4f, val nMAE %.2f %%", epoch + 1, np.mean(running), val)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {np.mean(running):.4f}, "
@@ -206,6 +210,21 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
         model_best, meta_best = load_model(out)
         save_model(out, model_best, {**meta_best, "history": history})
     return out
+
+
+def _continued(init: str, schedule: str) -> dict:
+    """What a model started from ``init`` inherits from it: the map-steps and epochs it was
+    trained for (its history's last; this stage's noise and map order go on from its epochs),
+    and its schedule before this stage's (``then``); nothing for a model without a history."""
+    from ..denoisers.pretrained import load_pretrained
+
+    prior = load_pretrained(init)[1]
+    steps = (prior.get("history") or [{}])[-1].get("map_steps")
+    if steps is None:
+        return {}
+    before = prior.get("schedule") or "an unrecorded schedule"
+    return {"prior_map_steps": int(steps), "prior_epochs": len(prior["history"]),
+            "schedule": f"{before}; then, from {init!r} after {int(steps)} map-steps: {schedule}"}
 
 
 def _init_state(base: UNet, model: UNet, meta: dict) -> dict:
