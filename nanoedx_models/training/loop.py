@@ -223,7 +223,8 @@ def _continued(init: str, schedule: str) -> dict:
     if steps is None:
         return {}
     before = prior.get("schedule") or "an unrecorded schedule"
-    return {"prior_map_steps": int(steps), "prior_epochs": len(prior["history"]),
+    return {"prior_map_steps": int(steps),
+            "prior_epochs": prior.get("prior_epochs", 0) + len(prior["history"]),
             "schedule": f"{before}; then, from {init!r} after {int(steps)} map-steps: {schedule}"}
 
 
