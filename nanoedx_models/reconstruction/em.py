@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 from tqdm.auto import tqdm
 
 from nanoedx_dataset.errors import ConfigError
@@ -94,10 +95,24 @@ def _to_torch(a, device):
 
 @lru_cache(maxsize=16)  # the folds of an alignment or a 3D hold-out use a few angle sets
 def _operators(n: int, angles: tuple[float, ...]):
-    """Forward and back projector (float32 CSR) and their column/row sums, built once."""
+    """The projector's operators for (size, angles), built once: the forward projector (float32
+    CSR), the back projector normalized by each voxel's weight (``W^T`` with row ``j`` divided
+    by ``sum_i W_ij``, zero where a voxel meets no ray), and the column and row sums."""
     w = system_matrix(n, angles).astype(np.float32)
-    return (w, w.T.tocsr(), np.asarray(w.sum(axis=0)).ravel()[:, None],
-            np.asarray(w.sum(axis=1)).ravel()[:, None])
+    col = np.asarray(w.sum(axis=0)).ravel()
+    inv = np.divide(1.0, col, out=np.zeros_like(col), where=col > 0).astype(np.float32)
+    back = (scipy.sparse.diags(inv) @ w.T).tocsr()
+    return w, back, col[:, None], np.asarray(w.sum(axis=1)).ravel()[:, None]
+
+
+@lru_cache(maxsize=16)
+def _forward_csc(n: int, angles: tuple[float, ...]):
+    """The forward projector in CSC form for the SciPy path: its product walks the volume's
+    rows in order and adds into the (small) projections, which stay in the cache; the same
+    sums in the same order as the CSR product."""
+    w = _operators(n, angles)[0].tocsc()
+    w.sort_indices()
+    return w
 
 
 def reconstruct(series, angles, iterations: int = 15, method: str = "em",
@@ -151,7 +166,8 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         check_memory(reconstruction_bytes(n_ang, n_y, n), f"reconstructing {n_ang} maps of "
                      f"{n_y} x {n} pixels as a {n} x {n_y} x {n} volume",
                      "bin the maps (e.g. 2 x 2) or crop them first")
-    ops = _operators(n, tuple(float(a) for a in ang))
+    angles_key = tuple(float(a) for a in ang)
+    ops = _operators(n, angles_key)
     data = b.transpose(0, 2, 1).reshape(n_ang * n, n_y).astype(np.float32)  # (angle * u, y)
     x = np.full((n * n, n_y), 1.0 if method == "em" else 0.0, np.float32)
     bar = tqdm(total=iterations, desc=f"{method} ", disable=not progress, leave=False)
@@ -166,7 +182,8 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         blocks = np.array_split(np.arange(n_y), max(workers, -(-n_y // BLOCK_SLICES)))
         share = 1.0 / len(blocks)  # of an iteration, on the bar
         with ThreadPoolExecutor(workers) as pool:
-            done = pool.map(lambda k: _iterate(*ops, np.ascontiguousarray(data[:, k]),
+            done = pool.map(lambda k: _iterate(_forward_csc(n, angles_key), *ops[1:],
+                                               np.ascontiguousarray(data[:, k]),
                                                np.ascontiguousarray(x[:, k]), iterations,
                                                method, lambda _: bar.update(share)),
                             blocks)
@@ -183,20 +200,19 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
-def _iterate(w, wt, col_sums, row_sums, data, x, iterations: int, method: str, tick=None):
-    """EM or SIRT iterations on one block of y-slices (numpy or torch operands)."""
+def _iterate(w, back, col_sums, row_sums, data, x, iterations: int, method: str, tick=None):
+    """EM or SIRT iterations on one block of y-slices (numpy or torch operands); ``back`` is
+    the normalized back projector of :func:`_operators`."""
     in_place = isinstance(x, np.ndarray)
     for _ in range(iterations):
         if method == "em" and in_place:  # the same arithmetic, without temporaries
             p = w @ x
             np.divide(data, p, out=p, where=p > 0)  # p >= 0: where it is 0 it stays 0
-            q = wt @ p
-            np.divide(q, col_sums, out=q, where=col_sums > 0)  # no column: q is 0 there
-            x *= q
+            x *= back @ p
         elif method == "em":
-            x = x * _divide(wt @ _divide(data, w @ x), col_sums)
+            x = x * (back @ _divide(data, w @ x))
         else:
-            x = (x + _divide(wt @ _divide(data - w @ x, row_sums), col_sums)).clip(0)
+            x = (x + back @ _divide(data - w @ x, row_sums)).clip(0)
         if tick is not None:
             tick(1)
     return x
