@@ -1,10 +1,12 @@
 """Time database generation per sample, stage by stage, and write perf_generate.md.
 
 Stages: voxelize (spec -> occupancy, analytic backend), project (ASTRA sparse matrix, 16
-angles, both elements), noise (Poisson maps) and write (gzip-compressed HDF5, in the parent
-process). Samples cycle through every family, so the means are over the catalogue's mix.
+angles, both elements: the floor every stage is compared with), noise (Poisson maps), compress
+(the chunks, in the worker) and write (their bytes, in the parent process). Samples cycle
+through every family, so the means are over the catalogue's mix. ``--presets`` also times whole
+presets (wall, CPU, peak memory of the writer and the workers).
 
-    python benchmarks/perf_generate.py [--samples 24] [--sizes 64,128,256]
+    python benchmarks/perf_generate.py [--samples 24] [--sizes 64,128,256] [--presets standard,paper]
 
 ``--scaling`` instead times whole runs at one size (default 128^3): one file with 1 and 2 local
 workers, shards with 1 and 2 local workers, and shards on a local dask.distributed cluster of 2
@@ -31,7 +33,7 @@ from tqdm import tqdm
 
 from nanoedx_dataset import __version__, generate
 from nanoedx_dataset.generation.config import PRESETS, GenerationConfig
-from nanoedx_dataset.generation.sample import make_sample, write
+from nanoedx_dataset.generation.sample import encode, make_sample, write_encoded
 from nanoedx_dataset.store import schema, writer
 from nanoedx_dataset.store.schema import ELEMENTS, noise_tag
 
@@ -40,6 +42,8 @@ BACKENDS_HEADING = "## Analytic vs Blender backends"  # compare_backends.py's se
 
 
 def time_size(size: int, samples: int) -> tuple[dict, dict]:
+    """Seconds of each stage per sample at ``size``^3 in this process, and voxelization seconds
+    by family: a worker's stages (voxelize, project, noise, compress) and the writer's."""
     cfg = GenerationConfig(n=samples, size=size).validate()
     stages, by_family = defaultdict(list), defaultdict(list)
     make_sample(cfg, 0)  # build the projection matrix outside the timing
@@ -53,13 +57,75 @@ def time_size(size: int, samples: int) -> tuple[dict, dict]:
             for i in tqdm(range(samples), desc=f"{size}^3", unit="sample"):
                 s = make_sample(cfg, i)
                 t = time.perf_counter()
-                write(f, counts_ds, s)
+                e = encode(s)
+                s.seconds["compress"] = time.perf_counter() - t
+                t = time.perf_counter()
+                write_encoded(f, counts_ds, e)
                 s.seconds["write"] = time.perf_counter() - t
                 for k, v in s.seconds.items():
                     stages[k].append(v)
                 by_family[s.family].append(s.seconds["voxelize"])
         stages["MB per sample"] = [path.stat().st_size / samples / 1e6]
     return stages, by_family
+
+
+def _peak_rss(pids) -> int:
+    """The largest VmHWM (peak resident memory, bytes) of these processes (0 if gone)."""
+    peak = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            pass
+    return peak
+
+
+def time_preset(spec: str, workers: int) -> dict:
+    """Wall time, CPU time, peak resident memory (the writer and each worker, sampled every
+    0.5 s) and SHA-256 of ``nanoedx generate --preset NAME [--dataset-version V]`` in a child
+    process, for ``spec`` ``NAME`` or ``NAME@V``; with a version, whether the file is the
+    registered release's (the registry's SHA-256)."""
+    import subprocess
+    import sys
+
+    from nanoedx_dataset.release.registry import releases
+    from nanoedx_dataset.store.files import sha256
+
+    name, _, version = spec.partition("@")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"nanoedx-{name}-{version or 'x'}.h5"
+        cmd = [sys.executable, "-c", "import sys; from nanoedx_models.cli import main; "
+               "sys.exit(main())", "generate", "--preset", name, "--workers", str(workers),
+               "--out", str(out)] + (["--dataset-version", version] if version else [])
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "1795737600"}
+        t0, c0 = time.perf_counter(), os.times()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        parent, children, trace = 0, 0, []
+        while proc.poll() is None:
+            kids = [int(k) for k in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+                    .read_text().split()] if Path(f"/proc/{proc.pid}").exists() else []
+            parent = max(parent, _peak_rss([proc.pid]))
+            children = max(children, _peak_rss(kids))
+            trace.append((time.perf_counter() - t0, parent, children))
+            time.sleep(0.5)
+        wall, c1 = time.perf_counter() - t0, os.times()
+        if proc.returncode:
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
+        cfg = PRESETS[name]
+        half = [t for t in trace if t[0] <= wall / 2]
+        digest = sha256(out)
+        registered = (releases().get(name, {}).get(version, {}).get("files", {})
+                      .get(out.name, "")) if version else ""
+        return {"preset": spec, "n": cfg.n, "size": cfg.size, "workers": workers,
+                "sha256": digest, "registered": registered.endswith(digest) if registered else None,
+                "wall": wall, "cpu": (c1.children_user + c1.children_system
+                                      - c0.children_user - c0.children_system),
+                "rss_parent": parent, "rss_worker": children,
+                "rss_half": max((max(p, c) for _, p, c in half), default=0),
+                "bytes": out.stat().st_size}
 
 
 # Seconds per sample at 256^3 in one process (compute + write), from perf_generate.md.
@@ -208,6 +274,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128, help="size of the --scaling runs")
     ap.add_argument("--shard-size", type=int, default=8, help="shard size of --scaling runs")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of --scaling runs (best kept)")
+    ap.add_argument("--presets", default="",
+                    help="also time whole presets, NAME or NAME@VERSION (a registered release "
+                         "to check the file against), e.g. standard@0.1.2,paper@0.1.1")
+    ap.add_argument("--workers", type=int, default=2, help="workers of the --presets runs")
     args = ap.parse_args()
     if args.scaling:
         scaling(args)
@@ -218,39 +288,50 @@ def main() -> None:
         n = args.samples if size <= 128 else max(12, args.samples // 2)
         stages, fam = time_size(size, n)
         mean = {k: float(np.mean(v)) for k, v in stages.items()}
-        compute = mean["voxelize"] + mean["project"] + mean["noise"]
-        rows.append((size, n, mean, compute, float(np.max(stages["voxelize"]))))
+        work = mean["voxelize"] + mean["project"] + mean["noise"] + mean["compress"]
+        rows.append((size, n, mean, work, float(np.max(stages["voxelize"]))))
         families[size] = fam
+    presets = [time_preset(name, args.workers) for name in args.presets.split(",") if name]
 
     lines = [
         "# Generation speed",
         "",
-        f"`python benchmarks/perf_generate.py --samples {args.samples} --sizes {args.sizes}` "
-        f"on {platform.machine()}, {os.cpu_count()} cores, nanoedx {__version__}, "
-        f"{time.strftime('%Y-%m-%d')}. Seconds per sample, one process, mean over samples that "
-        "cycle through all 12 families (solid, core-shell and hollow mixed as in the presets).",
+        f"`python benchmarks/perf_generate.py --samples {args.samples} --sizes {args.sizes} "
+        f"--presets {args.presets}` on {platform.machine()}, {os.cpu_count()} cores, nanoedx "
+        f"{__version__}, {time.strftime('%Y-%m-%d')}, all numbers from this one run. The floor "
+        "of a sample is its projection (ASTRA's sparse matrix, 16 angles, both elements): each "
+        "stage is given in seconds per sample (one process, mean over samples that cycle "
+        "through all 12 families, solid, core-shell and hollow mixed as in the presets) and as "
+        "a multiple of the projection (×). A worker voxelizes, projects, draws the counts and "
+        "compresses the sample's chunks; the writer (the parent process) only writes their "
+        "bytes.",
         "",
-        "| size | samples | voxelize | project | noise | write | compute total | slowest voxelize"
-        " | MB/sample |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| size | samples | voxelize | project (floor) | noise | compress | worker total "
+        "| write (parent) | slowest voxelize | MB/sample |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for size, n, m, compute, worst in rows:
-        lines.append(f"| {size}³ | {n} | {m['voxelize']:.3f} | {m['project']:.3f} | "
-                     f"{m['noise']:.3f} | {m['write']:.3f} | {compute:.3f} | {worst:.2f} | "
-                     f"{m['MB per sample']:.2f} |")
-    lines += ["", "Projected preset times with `--workers 2`: two workers compute and the parent "
-              "writes, all on the same 2 cores, so the best case is all CPU work / 2 (measured "
-              "wall times, which add process start-up and pickling, are in "
-              "`standard_preset.md` and `paper_preset.md`):", "",
-              "| preset | samples × size | CPU: compute | CPU: write | projected wall (÷ 2) |",
-              "| --- | --- | --- | --- | --- |"]
-    by_size = {size: (m, compute) for size, _, m, compute, _ in rows}
-    for name, cfg in PRESETS.items():
-        if cfg.size in by_size:
-            m, compute = by_size[cfg.size]
-            cpu, write = cfg.n * compute, cfg.n * m["write"]
-            lines.append(f"| {name} | {cfg.n} × {cfg.size}³ | {cpu / 60:.1f} min | "
-                         f"{write / 60:.1f} min | {(cpu + write) / 120:.1f} min |")
+    for size, n, m, work, worst in rows:
+        x = lambda v: f"{v:.3f} s ({v / m['project']:.1f}×)"  # noqa: E731
+        lines.append(f"| {size}³ | {n} | {x(m['voxelize'])} | {m['project']:.3f} s | "
+                     f"{x(m['noise'])} | {x(m['compress'])} | {x(work)} | {x(m['write'])} | "
+                     f"{worst:.2f} s | {m['MB per sample']:.2f} |")
+    if presets:
+        lines += ["", f"Whole presets, `nanoedx generate --preset NAME --workers {args.workers}` "
+                  "(SOURCE_DATE_EPOCH set, as the releases): wall and CPU time of all processes, "
+                  "peak resident memory (VmHWM, sampled every 0.5 s) of the writer and of the "
+                  "largest worker, and the largest of either by half-time (memory that grew "
+                  "with the samples written would show as a later peak):", "",
+                  "| preset | samples × size | wall | CPU | peak RSS writer | peak RSS worker "
+                  "| peak by half-time | file | SHA-256 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in presets:
+            same = {True: " (the registered release's)", False: " (not the registered "
+                    "release's)", None: ""}[r["registered"]]
+            lines.append(f"| {r['preset']} | {r['n']} × {r['size']}³ | "
+                         f"{r['wall'] // 60:.0f} min {r['wall'] % 60:04.1f} s | "
+                         f"{r['cpu']:.0f} s | {r['rss_parent'] / 1e6:.0f} MB | "
+                         f"{r['rss_worker'] / 1e6:.0f} MB | {r['rss_half'] / 1e6:.0f} MB | "
+                         f"{r['bytes'] / 1e6:.0f} MB | `{r['sha256'][:12]}…`{same} |")
     size = 128 if 128 in families else sizes[0]
     lines += ["", f"Voxelization time per family at {size}³ (s, mean over the samples drawn):", "",
               "| family | samples | voxelize |", "| --- | --- | --- |"]

@@ -92,8 +92,7 @@ def sample_from_occupancy(cfg: GenerationConfig, index: int, occ: np.ndarray, pa
     proj = np.zeros((len(ELEMENTS), len(cfg.angles), cfg.size, cfg.size), np.float32)
     present = np.flatnonzero(volume.any(axis=(1, 2, 3)))
     if present.size:
-        occ_q = volume[present].astype(np.float32) * np.float32(schema.VOLUME_SCALE)
-        proj[present] = project(occ_q, cfg.angles)
+        proj[present] = project(volume[present], cfg.angles, scale=schema.VOLUME_SCALE)
     t2 = time.perf_counter()
     rng = noise_rng(noise_seed(cfg.seed, cfg.counts, cfg.background), index)
     noisy = cfg.noise_model.sample_elements(proj, cfg.counts, cfg.background, rng)

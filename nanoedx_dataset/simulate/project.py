@@ -61,7 +61,17 @@ def system_matrix(size: int, angles: tuple[float, ...]) -> scipy.sparse.csr_matr
         astra.projector.delete(proj)
 
 
-def project(volume: np.ndarray, angles=DEFAULT_ANGLES) -> np.ndarray:
+@lru_cache(maxsize=8)
+def forward_matrix(size: int, angles: tuple[float, ...]) -> scipy.sparse.csc_matrix:
+    """:func:`system_matrix` in CSC form, for products with many volume columns: a product
+    walks the volume's rows in order and adds into the (small) projections, which stay in the
+    cache; it gives the CSR product's sums, in the same order, bit for bit."""
+    w = system_matrix(size, angles).tocsc()
+    w.sort_indices()
+    return w
+
+
+def project(volume: np.ndarray, angles=DEFAULT_ANGLES, scale: float | None = None) -> np.ndarray:
     """Tilt series of a volume.
 
     Parameters
@@ -70,21 +80,28 @@ def project(volume: np.ndarray, angles=DEFAULT_ANGLES) -> np.ndarray:
         Occupancy (or any density) on axes (z, y, x); leading axes (e.g. element) are kept.
     angles : sequence of float
         Tilt angles in degrees, each in (-90, 90).
+    scale : float, optional
+        Project ``volume * scale`` (in float32), e.g. a quantized volume and its scale factor
+        (the volume is reordered in its own dtype first, which is cheaper for integers).
 
     Returns
     -------
     ndarray, shape (..., len(angles), n, n), float32
         Line integrals in voxel units, axes (angle, row = y, col).
     """
-    vol = np.asarray(volume, dtype=np.float32)
+    vol = np.asarray(volume)
+    if vol.dtype.kind not in "biuf":
+        vol = vol.astype(np.float32)
     if vol.ndim < 3 or not (vol.shape[-1] == vol.shape[-2] == vol.shape[-3]):
         raise ConfigError(f"volume must be (..., n, n, n) with equal sides, got {vol.shape}")
     ang = tuple(check_angles(angles).tolist())
     n = vol.shape[-1]
     lead = vol.shape[:-3]
-    w = system_matrix(n, ang)
     # (..., z, y, x) -> (z, x, ..., y) -> (z*x, rest): one column per y-slice of each leading item
     cols = np.moveaxis(vol.reshape((-1, n, n, n)), (1, 3), (0, 1)).reshape(n * n, -1)
-    sino = w @ cols  # (angle * u, m * y)
+    cols = cols.astype(np.float32, copy=False)
+    if scale is not None:
+        cols *= np.float32(scale)
+    sino = forward_matrix(n, ang) @ cols  # (angle * u, m * y)
     sino = sino.reshape(len(ang), n, -1, n)  # (angle, u, m, y)
     return np.ascontiguousarray(sino.transpose(2, 0, 3, 1)).reshape(lead + (len(ang), n, n))

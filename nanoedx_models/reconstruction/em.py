@@ -17,7 +17,7 @@ import scipy.sparse
 from tqdm.auto import tqdm
 
 from nanoedx_dataset.errors import ConfigError
-from nanoedx_dataset.simulate.project import check_angles, system_matrix
+from nanoedx_dataset.simulate.project import check_angles, forward_matrix, system_matrix
 
 METHODS = ("em", "sirt")
 # non-zeros per voxel and angle of the strip projector's matrix (about 2; measured <= 2.9)
@@ -105,16 +105,6 @@ def _operators(n: int, angles: tuple[float, ...]):
     return w, back, col[:, None], np.asarray(w.sum(axis=1)).ravel()[:, None]
 
 
-@lru_cache(maxsize=16)
-def _forward_csc(n: int, angles: tuple[float, ...]):
-    """The forward projector in CSC form for the SciPy path: its product walks the volume's
-    rows in order and adds into the (small) projections, which stay in the cache; the same
-    sums in the same order as the CSR product."""
-    w = _operators(n, angles)[0].tocsc()
-    w.sort_indices()
-    return w
-
-
 def reconstruct(series, angles, iterations: int = 15, method: str = "em",
                 progress: bool = False, device: str | None = None,
                 threads: int | None = None) -> np.ndarray:
@@ -182,7 +172,7 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         blocks = np.array_split(np.arange(n_y), max(workers, -(-n_y // BLOCK_SLICES)))
         share = 1.0 / len(blocks)  # of an iteration, on the bar
         with ThreadPoolExecutor(workers) as pool:
-            done = pool.map(lambda k: _iterate(_forward_csc(n, angles_key), *ops[1:],
+            done = pool.map(lambda k: _iterate(forward_matrix(n, angles_key), *ops[1:],
                                                np.ascontiguousarray(data[:, k]),
                                                np.ascontiguousarray(x[:, k]), iterations,
                                                method, lambda _: bar.update(share)),
