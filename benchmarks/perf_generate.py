@@ -332,6 +332,9 @@ def main() -> None:
                          f"{r['cpu']:.0f} s | {r['rss_parent'] / 1e6:.0f} MB | "
                          f"{r['rss_worker'] / 1e6:.0f} MB | {r['rss_half'] / 1e6:.0f} MB | "
                          f"{r['bytes'] / 1e6:.0f} MB | `{r['sha256'][:12]}…`{same} |")
+        lines += ["", "A release whose registry entry names an earlier generator (`paper` 0.1.1: "
+                  "nanoedx 0.1.0) is not rebuilt byte for byte by this one (README, Releases); "
+                  "the others are."]
     size = 128 if 128 in families else sizes[0]
     lines += ["", f"Voxelization time per family at {size}³ (s, mean over the samples drawn):", "",
               "| family | samples | voxelize |", "| --- | --- | --- |"]
