@@ -289,8 +289,14 @@ def benchmark(data, *, split: str = "test", methods=None, counts: float | None =
         tasks = ([_Task("2d", i, run, params, iterations, i == tasks_2d[0]) for i in tasks_2d]
                  + [_Task("3d", i, run, params, iterations, i == tasks_3d[0])
                     for i in tasks_3d])
-        results = list(tqdm(mapper(_score, tasks), total=len(tasks), desc="benchmark",
-                            disable=not progress))
+        # the structures (minutes each) first, the maps fill in behind them: the workers finish
+        # together; the results go back in task order
+        order = sorted(range(len(tasks)), key=lambda k: tasks[k].dim != "3d")
+        done = list(tqdm(mapper(_score, [tasks[k] for k in order]), total=len(tasks),
+                         desc="benchmark", disable=not progress))
+        results = [None] * len(tasks)
+        for k, r in zip(order, done):
+            results[k] = r
     board = leaderboard(names, params, failed, tasks, results)
     c, b = maps.dose or maps.raw(0)[2:]
     board.update(data={"source": str(data), **maps.describe()}, split=split, seed=seed,
