@@ -7,6 +7,8 @@ Writes into ``--out`` (default ``benchmarks/results``):
 * ``leaderboard.{md,json}`` and its figures (``leaderboard_2d.png``, ``leaderboard_3d.png``,
   ``leaderboard_maps.png``, ``leaderboard_orthoslices.png``): the test split at the stored noise
   level (1000 + 100 counts), the paper's Fig. 2 and 3;
+* ``leaderboard_run.json``: the main table's wall time and peak resident memory (this process
+  and the largest worker, VmHWM sampled every 2 s, and by half-time);
 * ``leaderboard_dose.{md,json,png}``: 2D at 10^2, 10^3 and 10^4 counts (background 10 %),
   noise drawn on the fly.
 
@@ -17,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 from nanoedx_dataset.store.files import atomic_output
 from nanoedx_models.evaluation.benchmark import benchmark
 from nanoedx_models.evaluation.figures import dose_figure
+from peakrss import PeakRSS
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,8 +60,18 @@ def main() -> None:
     common = dict(workers=a.workers, quick=a.quick)
     if not a.skip_main:
         t = time.perf_counter()
-        benchmark(a.data, out=a.out, figures=True, **common)
-        print(f"main leaderboard: {time.perf_counter() - t:.0f} s")
+        with PeakRSS(os.getpid(), every=2.0) as peak:
+            benchmark(a.data, out=a.out, figures=True, **common)
+        wall = time.perf_counter() - t
+        run = {"command": "python benchmarks/leaderboard.py " + " ".join(sys.argv[1:]),
+               "seconds": round(wall, 1), "workers": a.workers,
+               "peak_rss_parent_mb": round(peak.parent / 1e6),
+               "peak_rss_worker_mb": round(peak.workers / 1e6),
+               "peak_rss_by_half_time_mb": round(peak.by(wall / 2) / 1e6)}
+        with atomic_output(a.out / "leaderboard_run.json") as tmp:
+            tmp.write_text(json.dumps(run, indent=1) + "\n")
+        print(f"main leaderboard: {wall:.0f} s; peak RSS {run['peak_rss_parent_mb']} MB here, "
+              f"{run['peak_rss_worker_mb']} MB in the largest worker")
     if a.skip_dose:
         if not a.skip_main:
             print((a.out / "leaderboard.md").read_text())

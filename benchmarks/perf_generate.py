@@ -36,6 +36,7 @@ from nanoedx_dataset.generation.config import PRESETS, GenerationConfig
 from nanoedx_dataset.generation.sample import encode, make_sample, write_encoded
 from nanoedx_dataset.store import schema, writer
 from nanoedx_dataset.store.schema import ELEMENTS, noise_tag
+from peakrss import PeakRSS
 
 RESULTS = Path(__file__).parent / "results"
 BACKENDS_HEADING = "## Analytic vs Blender backends"  # compare_backends.py's section
@@ -69,19 +70,6 @@ def time_size(size: int, samples: int) -> tuple[dict, dict]:
     return stages, by_family
 
 
-def _peak_rss(pids) -> int:
-    """The largest VmHWM (peak resident memory, bytes) of these processes (0 if gone)."""
-    peak = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) * 1024)
-        except OSError:
-            pass
-    return peak
-
-
 def time_preset(spec: str, workers: int) -> dict:
     """Wall time, CPU time, peak resident memory (the writer and each worker, sampled every
     0.5 s) and SHA-256 of ``nanoedx generate --preset NAME [--dataset-version V]`` in a child
@@ -103,19 +91,12 @@ def time_preset(spec: str, workers: int) -> dict:
         t0, c0 = time.perf_counter(), os.times()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        parent, children, trace = 0, 0, []
-        while proc.poll() is None:
-            kids = [int(k) for k in Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-                    .read_text().split()] if Path(f"/proc/{proc.pid}").exists() else []
-            parent = max(parent, _peak_rss([proc.pid]))
-            children = max(children, _peak_rss(kids))
-            trace.append((time.perf_counter() - t0, parent, children))
-            time.sleep(0.5)
+        with PeakRSS(proc.pid) as peak:
+            proc.wait()
         wall, c1 = time.perf_counter() - t0, os.times()
         if proc.returncode:
             raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode})")
         cfg = PRESETS[name]
-        half = [t for t in trace if t[0] <= wall / 2]
         digest = sha256(out)
         registered = (releases().get(name, {}).get(version, {}).get("files", {})
                       .get(out.name, "")) if version else ""
@@ -123,8 +104,8 @@ def time_preset(spec: str, workers: int) -> dict:
                 "sha256": digest, "registered": registered.endswith(digest) if registered else None,
                 "wall": wall, "cpu": (c1.children_user + c1.children_system
                                       - c0.children_user - c0.children_system),
-                "rss_parent": parent, "rss_worker": children,
-                "rss_half": max((max(p, c) for _, p, c in half), default=0),
+                "rss_parent": peak.parent, "rss_worker": peak.workers,
+                "rss_half": peak.by(wall / 2),
                 "bytes": out.stat().st_size}
 
 
