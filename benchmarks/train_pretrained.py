@@ -83,9 +83,11 @@ def main() -> None:
     train(args.data if len(args.data) > 1 else args.data[0], work, seed=0, resume=args.resume,
           **recipe)
     seconds = time.time() - t0
+    model, meta = load_model(work)
+    if all("seconds" in h for h in meta["history"]):  # its epochs', also across --resume
+        seconds = sum(h["seconds"] for h in meta["history"])
     if args.stage:  # the model's training time over all its stages
         seconds += prior.get("train_seconds") or 0
-    model, meta = load_model(work)
     meta.update({"recipe": about, "train_seconds": round(seconds), "name": args.model})
     final = ROOT / "weights" / f"{args.model}.pt"
     save_model(final, model, meta, half=True)

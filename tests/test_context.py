@@ -121,7 +121,7 @@ def test_a_context_model_started_from_a_single_map_model_answers_as_it(haadf_db,
     assert [h["map_steps"] for h in meta2["history"]] == [first * 2, first * 3]
     assert meta2["prior_map_steps"] == first
     assert meta2["schedule"].startswith(meta["schedule"]) and "rate 0.0001" in meta2["schedule"]
-    assert meta2["prior_epochs"] == 1
+    assert meta2["prior_epochs"] == 1 and all(h["seconds"] > 0 for h in meta2["history"])
     third = load_model(train(haadf_db, tmp_path / "stage3.pt", preset="tiny", epochs=1,
                              counts=1000.0, context=("tilts",), init=str(more), lr=1e-4,
                              progress=False))[1]

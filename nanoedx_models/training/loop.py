@@ -13,6 +13,7 @@ one run trains into an output at a time (its lock is ``<out>.lock``).
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -176,6 +177,7 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
         loader = DataLoader(train_ds, batch_size=local_batch, sampler=sampler,
                             num_workers=workers)
         net.train()
+        started = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not (progress and world.main), leave=False)
         running = []
@@ -194,7 +196,8 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
         val = _evaluate(model, val_loader, dev)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(running)), "val_nmae": val,
                         "map_steps": meta.get("prior_map_steps", 0)
-                        + (epoch + 1) * (maps_per_epoch or len(train_ds))})
+                        + (epoch + 1) * (maps_per_epoch or len(train_ds)),
+                        "seconds": round(time.perf_counter() - started, 1)})
         log.info("epoch %d: loss %.4f, val nMAE %.2f %%", epoch + 1, np.mean(running), val)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {np.mean(running):.4f}, "
