@@ -197,7 +197,7 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
         history.append({"epoch": epoch + 1, "loss": float(np.mean(running)), "val_nmae": val,
                         "map_steps": meta.get("prior_map_steps", 0)
                         + (epoch + 1) * (maps_per_epoch or len(train_ds)),
-                        "seconds": round(time.perf_counter() - started, 1)})
+                        "seconds": round(time.perf_counter() - started, 3)})
         log.info("epoch %d: loss %.4f, val nMAE %.2f %%", epoch + 1, np.mean(running), val)
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {np.mean(running):.4f}, "
