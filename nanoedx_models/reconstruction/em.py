@@ -22,9 +22,9 @@ from nanoedx_dataset.simulate.project import check_angles, forward_matrix, syste
 METHODS = ("em", "sirt")
 # non-zeros per voxel and angle of the strip projector's matrix (about 2; measured <= 2.9)
 NNZ_PER_VOXEL = 3
-# y-slices per block of the SciPy path: each sparse product streams the matrix once per block,
-# and a narrower block keeps the slices it updates in the cache (at 256^3, 64 slices are
-# about 20 % faster than 128; the result does not depend on it)
+# y-slices per block of the SciPy path: blocks are shared among the threads in turn (at 128^3
+# and 256^3, 32 to 128 slices per block time alike within this machine's noise, and batching
+# many volumes' slices as columns gained nothing; the result does not depend on it)
 BLOCK_SLICES = 64
 
 
