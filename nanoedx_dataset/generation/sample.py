@@ -135,10 +135,9 @@ class Encoded:
 
 def encode(s: Sample) -> Encoded:
     """What :func:`write_encoded` writes of ``s``: the file :func:`write` would write."""
-    if not writer.precompressed():
-        return Encoded(s.index, digest(s), catalogue(s), None, s)
-    return Encoded(s.index, digest(s), catalogue(s),
-                   writer.encode_sample(s.volume, s.projection, s.noisy, s.haadf))
+    chunks = (writer.encode_sample(s.volume, s.projection, s.noisy, s.haadf)
+              if writer.precompressed() else None)
+    return Encoded(s.index, digest(s), catalogue(s), chunks, None if chunks else s)
 
 
 def write_encoded(f: h5py.File, counts_ds: h5py.Dataset, e: Encoded, first: int = 0) -> None:

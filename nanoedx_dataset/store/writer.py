@@ -121,16 +121,14 @@ def write_sample(f: h5py.File, counts_ds: h5py.Dataset, index: int, catalogue: d
     if haadf is not None:
         f[schema.HAADF][index] = haadf
     _write_row(f, index, catalogue)
+    f.flush()
 
 
-def _write_row(f: h5py.File, index: int, catalogue: dict, before_flush=None) -> None:
-    """A sample's catalogue row and its ``written`` flag, after its arrays; then a flush."""
+def _write_row(f: h5py.File, index: int, catalogue: dict) -> None:
+    """A sample's catalogue row and its ``written`` flag, after its arrays."""
     for name, value in catalogue.items():
         f[name][index] = value
     f[schema.WRITTEN][index] = 1
-    if before_flush is not None:
-        before_flush()
-    f.flush()
 
 
 def encode_chunk(chunk: np.ndarray) -> bytes:
@@ -191,13 +189,16 @@ def write_chunks(f: h5py.File, counts_ds: h5py.Dataset, index: int, catalogue: d
     for name in (schema.VOLUME, schema.PROJECTION):
         _direct(f[name], index, chunks[name])
     counts = chunks[NOISY_FIELD.name]
-    first = counts_ds.id.get_num_chunks() == 0
+    first = counts_ds.id.get_storage_size() == 0  # no chunk yet (O(1), unlike counting them)
     if first:  # the file's first counts: HDF5 makes their index now, so they go through it
         counts_ds[index] = np.stack([decode_chunk(c, counts_ds.dtype, counts_ds.chunks[2:])
                                      for c in counts])
     if schema.HAADF in chunks:
         _direct(f[schema.HAADF], index, chunks[schema.HAADF])
-    _write_row(f, index, catalogue, None if first else lambda: _direct(counts_ds, index, counts))
+    _write_row(f, index, catalogue)
+    if not first:
+        _direct(counts_ds, index, counts)
+    f.flush()
 
 
 def _direct(ds: h5py.Dataset, index: int, parts: list[bytes]) -> None:

@@ -171,8 +171,9 @@ def reconstruct(series, angles, iterations: int = 15, method: str = "em",
         workers = max(1, min(threads or _threads(), n_y))
         blocks = np.array_split(np.arange(n_y), max(workers, -(-n_y // BLOCK_SLICES)))
         share = 1.0 / len(blocks)  # of an iteration, on the bar
+        forward = forward_matrix(n, angles_key)
         with ThreadPoolExecutor(workers) as pool:
-            done = pool.map(lambda k: _iterate(forward_matrix(n, angles_key), *ops[1:],
+            done = pool.map(lambda k: _iterate(forward, *ops[1:],
                                                np.ascontiguousarray(data[:, k]),
                                                np.ascontiguousarray(x[:, k]), iterations,
                                                method, lambda _: bar.update(share)),

@@ -131,28 +131,30 @@ def train(data, out, *, preset: str = "small", epochs: int = 10, batch_size: int
             "context": list(context),
             "schedule": f"Adam, constant learning rate {lr:g}, batch {batch_size}; "
                         f"{maps_per_epoch or len(train_ds)} maps per epoch"}
+    base = None
     if init is not None:
-        meta.update(_continued(init, meta["schedule"]))
+        from ..denoisers.pretrained import load_pretrained
+
+        base, base_meta = load_pretrained(init)
+        meta.update(_continued(init, base_meta, meta["schedule"]))
     with output_lock(out) if world.main else nullcontext():  # rank 0 writes the files
         dev = distributed.setup(world, dev)
         try:
             return _fit(train_ds, val_ds, out, meta, world, dev, local_batch, maps_per_epoch,
-                        workers, resume, progress)
+                        workers, resume, progress, base)
         finally:
             distributed.teardown(world)
 
 
 def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
          local_batch: int, maps_per_epoch: int | None, workers: int, resume: bool,
-         progress: bool) -> Path:
-    """The epochs of :func:`train` (in each process of a DDP run)."""
+         progress: bool, base: UNet | None = None) -> Path:
+    """The epochs of :func:`train` (in each process of a DDP run); ``base``: the ``init``
+    model's network."""
     epochs, batch_size, seed = meta["epochs"], meta["batch_size"], meta["seed"]
     torch.manual_seed(seed)
     model = UNet.from_preset(meta["preset"], n_channels(meta.get("context"))).to(dev)
-    if meta.get("init") and not resume:
-        from ..denoisers.pretrained import load_pretrained
-
-        base = load_pretrained(meta["init"])[0]
+    if base is not None and not resume:
         model.load_state_dict(_init_state(base, model, meta))
     opt = torch.optim.Adam(model.parameters(), lr=meta["lr"])
     history, best, start = [], float("inf"), 0
@@ -215,13 +217,11 @@ def _fit(train_ds: EDXMaps, val_ds: EDXMaps, out: Path, meta: dict, world, dev,
     return out
 
 
-def _continued(init: str, schedule: str) -> dict:
-    """What a model started from ``init`` inherits from it: the map-steps and epochs it was
-    trained for (its history's last; this stage's noise and map order go on from its epochs),
-    and its schedule before this stage's (``then``); nothing for a model without a history."""
-    from ..denoisers.pretrained import load_pretrained
-
-    prior = load_pretrained(init)[1]
+def _continued(init: str, prior: dict, schedule: str) -> dict:
+    """What a model started from ``init`` (metadata ``prior``) inherits from it: the map-steps
+    and epochs it was trained for (its history's last; this stage's noise and map order go on
+    from its epochs), and its schedule before this stage's (``then``); nothing for a model
+    without a history."""
     steps = (prior.get("history") or [{}])[-1].get("map_steps")
     if steps is None:
         return {}
